@@ -1,0 +1,214 @@
+"""Within-class variability and neural-collapse statistics of embeddings.
+
+Conventions (SPEC section 2): embeddings ``Z`` have samples as rows, shape ``(N, d)``, or
+``(M, N, d)`` with a leading member axis; ``labels`` has shape ``(N,)`` (shared) or ``(M, N)``.
+Everything is computed in float64 with exact two-pass formulas held in memory (class means
+first, then residuals), never with a one-pass sum of squares, which cancels catastrophically
+in the collapsed regime the paper is about.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "one_hot",
+    "class_means",
+    "within_class",
+    "tcv",
+    "within_total_ratio",
+    "nc1",
+    "nc2",
+    "kmeans",
+]
+
+
+def _prep(Z, labels, num_classes):
+    Z = torch.as_tensor(Z).to(torch.float64)
+    labels = torch.as_tensor(labels, device=Z.device).long()
+    if Z.ndim not in (2, 3):
+        raise ValueError(f"Z must have shape (N, d) or (M, N, d), got {tuple(Z.shape)}")
+    if labels.shape[-1] != Z.shape[-2]:
+        raise ValueError(f"labels has {labels.shape[-1]} entries but Z has {Z.shape[-2]} samples")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}]")
+    return Z, labels
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One-hot class matrix ``E`` (float64), shape ``labels.shape + (num_classes,)``."""
+    return torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float64)
+
+
+def class_means(Z, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means ``mu_k`` and class sizes ``n_k``.
+
+    Parameters
+    ----------
+    Z : Tensor, shape (N, d) or (M, N, d)
+    labels : Tensor, shape (N,) or (M, N), values in ``0..num_classes-1``
+    num_classes : int
+
+    Returns
+    -------
+    means : Tensor, shape (..., K, d), float64
+        Means of the non-empty classes; an empty class gets a zero mean.
+    counts : Tensor, shape (..., K), float64
+    """
+    Z, labels = _prep(Z, labels, num_classes)
+    E = one_hot(labels, num_classes)  # (..., N, K)
+    counts = E.sum(-2)
+    sums = E.transpose(-1, -2) @ Z
+    return sums / counts.clamp_min(1).unsqueeze(-1), counts
+
+
+def within_class(Z, labels, num_classes: int) -> torch.Tensor:
+    """Within-class residuals ``R = Z - mu_{c(i)}`` (SPEC 2.1), float64, same shape as ``Z``."""
+    Z, labels = _prep(Z, labels, num_classes)
+    means, _ = class_means(Z, labels, num_classes)
+    return Z - one_hot(labels, num_classes) @ means
+
+
+def tcv(Z, labels, num_classes: int, *, kind: str = "squared", normalize: bool = True):
+    """Total Cluster Variation of embeddings (SPEC 2.2).
+
+    The paper's exact formula was not available, so both candidates are offered:
+
+    * ``kind="squared"``: ``TCV_2 = sum_i ||z_i - mu_{c(i)}||^2 = ||R||_F^2 = N tr(Sigma_W)``;
+    * ``kind="unsquared"``: ``TCV_1 = sum_i ||z_i - mu_{c(i)}||``.
+
+    Parameters
+    ----------
+    Z, labels, num_classes
+        As in :func:`class_means`. ``labels`` may be any partition (e.g. k-means clusters).
+    kind : {"squared", "unsquared"}
+    normalize : bool
+        Divide by the number of samples ``N`` (default), giving ``tr Sigma_W`` for the squared
+        kind and the mean distance to the class mean for the unsquared kind.
+
+    Returns
+    -------
+    Tensor, shape () or (M,), float64
+    """
+    if kind not in ("squared", "unsquared"):
+        raise ValueError(f"kind must be 'squared' or 'unsquared', got {kind!r}")
+    R = within_class(Z, labels, num_classes)
+    per_sample = (R * R).sum(-1)
+    value = per_sample.sum(-1) if kind == "squared" else per_sample.sqrt().sum(-1)
+    return value / R.shape[-2] if normalize else value
+
+
+def within_total_ratio(Z, labels, num_classes: int):
+    """Scale-free ``tr(Sigma_W) / tr(Sigma_T)`` in [0, 1]; ``Sigma_T`` is the total covariance."""
+    Z, labels = _prep(Z, labels, num_classes)
+    R = within_class(Z, labels, num_classes)
+    T = Z - Z.mean(-2, keepdim=True)
+    total = (T * T).sum((-1, -2))
+    return (R * R).sum((-1, -2)) / total.clamp_min(torch.finfo(torch.float64).tiny)
+
+
+def nc1(Z, labels, num_classes: int, *, rtol: float = 1e-12):
+    """NC1 of Papyan, Han & Donoho (PNAS 2020): ``tr(Sigma_W Sigma_B^+) / K``.
+
+    Convention: ``Sigma_W = R^T R / N`` and ``Sigma_B = (1/K) sum_k (mu_k - mu_G)(mu_k - mu_G)^T``
+    over the unweighted class means, centred at the global sample mean ``mu_G`` (SPEC 2.3).
+    Computed without any ``d x d`` pseudo-inverse: with ``C`` the ``K x d`` centred means and
+    ``C C^T = U diag(s^2) U^T``, ``NC1 = (1/N) sum_j ||R C^T u_j||^2 / s_j^4`` over the
+    eigenvalues ``s_j^2 > rtol * max s^2`` (the same value as the pseudo-inverse route, at
+    ``O(N d K)`` cost instead of ``O(d^3)``).
+
+    Returns
+    -------
+    Tensor, shape () or (M,), float64
+        0 for perfectly collapsed classes; ``nan`` when all class means coincide.
+    """
+    Z, labels = _prep(Z, labels, num_classes)
+    means, counts = class_means(Z, labels, num_classes)
+    R = Z - one_hot(labels, num_classes) @ means
+    present = counts > 0
+    if not bool(present.all()):
+        raise ValueError("nc1 needs every class to have at least one sample")
+    C = means - Z.mean(-2, keepdim=True)  # (..., K, d)
+    gram = C @ C.transpose(-1, -2)  # (..., K, K)
+    evals, U = torch.linalg.eigh(gram)
+    keep = evals > rtol * evals.amax(-1, keepdim=True)
+    inv2 = torch.where(keep, 1.0 / evals.clamp_min(torch.finfo(torch.float64).tiny) ** 2, 0.0)
+    Q = (R @ C.transpose(-1, -2)) @ U  # (..., N, K)
+    value = ((Q * Q).sum(-2) * inv2).sum(-1) / Z.shape[-2]
+    return torch.where(keep.any(-1), value, torch.full_like(value, float("nan")))
+
+
+def nc2(Z, labels, num_classes: int) -> dict[str, torch.Tensor]:
+    """NC2 statistics of the centred class means (Papyan, Han & Donoho 2020, Fig. 2-3).
+
+    Returns
+    -------
+    dict with
+        ``equinorm``: std/mean of the norms ``||mu_k - mu_G||`` (0 for a simplex ETF);
+        ``equiangle``: std of the pairwise cosines of the centred means (0 for an ETF);
+        ``max_angle``: mean of ``|cos + 1/(K-1)|`` over pairs, the distance to the simplex
+        ETF's angle (0 for an ETF).
+    """
+    Z, labels = _prep(Z, labels, num_classes)
+    means, _ = class_means(Z, labels, num_classes)
+    C = means - Z.mean(-2, keepdim=True)
+    norms = C.norm(dim=-1)
+    cos = (C @ C.transpose(-1, -2)) / (norms.unsqueeze(-1) * norms.unsqueeze(-2))
+    K = num_classes
+    off = ~torch.eye(K, dtype=torch.bool, device=Z.device)
+    pairs = cos[..., off]
+    return {
+        "equinorm": norms.std(-1) / norms.mean(-1),
+        "equiangle": pairs.std(-1),
+        "max_angle": (pairs + 1.0 / (K - 1)).abs().mean(-1),
+    }
+
+
+def kmeans(Z, num_clusters: int, *, seed: int = 0, iters: int = 100, n_init: int = 4):
+    """k-means clustering (Lloyd's algorithm, k-means++ seeding) of the rows of ``Z``.
+
+    Used for check T4: Theorem A holds for any partition of the samples into ``K`` groups, so
+    the k-means clusters of ``Z_{l-1}`` give a bound too, often a smaller one.
+
+    Parameters
+    ----------
+    Z : Tensor, shape (N, d)
+    num_clusters : int
+    seed : int
+        Seed of the k-means++ initialisation (deterministic).
+    iters, n_init : int
+        Lloyd iterations per restart and number of restarts; the lowest cost wins.
+
+    Returns
+    -------
+    Tensor of int64, shape (N,)
+    """
+    Z = torch.as_tensor(Z).to(torch.float64)
+    N = Z.shape[0]
+    if not 1 <= num_clusters <= N:
+        raise ValueError(f"num_clusters must be in [1, {N}], got {num_clusters}")
+    gen = torch.Generator().manual_seed(seed)
+    best, best_cost = None, float("inf")
+    for _ in range(n_init):
+        first = int(torch.randint(N, (1,), generator=gen))
+        centers = [Z[first]]
+        for _ in range(1, num_clusters):
+            d2 = torch.cdist(Z, torch.stack(centers)).amin(1) ** 2
+            prob = (d2 / d2.sum()).cpu() if d2.sum() > 0 else torch.full((N,), 1.0 / N)
+            centers.append(Z[int(torch.multinomial(prob, 1, generator=gen))])
+        C = torch.stack(centers)
+        for _ in range(iters):
+            assign = torch.cdist(Z, C).argmin(1)
+            newC = C.clone()
+            for k in range(num_clusters):
+                members = assign == k
+                if members.any():
+                    newC[k] = Z[members].mean(0)
+            if torch.equal(newC, C):
+                break
+            C = newC
+        cost = float(((Z - C[assign]) ** 2).sum())
+        if cost < best_cost:
+            best, best_cost = assign, cost
+    return best

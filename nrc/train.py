@@ -1,0 +1,413 @@
+"""The stacked sweep trainer: M members of one architecture trained as one model.
+
+Members differ in their scalars (``weight_decay``, ``seed``, ``lr``) and, optionally, in their
+data set (e.g. a sweep over the within-class spread). Each member's gradient is exactly its solo
+gradient, because the total loss is the *sum* of the members' mean losses and members share no
+parameter; each member draws its own initialisation and minibatch order from generators seeded
+with its own seed. So a member's trajectory does not depend on which other members it is stacked
+with (tests/test_train.py checks this against independently trained ``nn.Module`` models).
+
+Optimiser (SPEC 1.2, 4.5): SGD with momentum and *coupled* L2 weight decay -- the gradient of
+``lambda/2 ||W||_F^2`` is added to the loss gradient, exactly as ``torch.optim.SGD(weight_decay=)``
+does -- so fixed points are stationary points of the regularised loss (AdamW's are not). An
+optional full-batch refinement (gradient descent or L-BFGS, in float64) then drives each member
+close to a stationary point, because Theorem A is about stationary points.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import Dataset
+from .models import Architecture, forward, init_params
+
+__all__ = ["TrainConfig", "Sweep", "grid", "train", "member_losses", "data_order", "regularized_loss"]
+
+MEMBER_KEYS = ("weight_decay", "seed", "lr")
+LOSSES = ("ce", "mse")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about training except the swept member scalars.
+
+    Parameters
+    ----------
+    loss : {"ce", "mse"}
+        Cross-entropy, or ``1/2 ||f(x) - onehot(y)||^2`` averaged over samples (SPEC 1.2).
+    epochs : int
+        Passes over the training set with minibatch SGD (0 allowed: refinement only).
+    batch_size : int
+        Minibatch size per member (capped at the training-set size).
+    lr : float
+        Learning rate, used for members that do not set their own ``lr``.
+    momentum : float
+        Heavy-ball momentum in [0, 1).
+    schedule : {"cosine", "constant"}
+        Learning-rate schedule over all SGD steps.
+    regularize_bias : bool
+        Apply weight decay to biases too (the spec's regularised objective says to state it).
+    init_scale : float
+        Multiplier of PyTorch's default Linear initialisation.
+    refine : {"none", "gd", "lbfgs"}
+        Full-batch refinement of the regularised loss after SGD.
+    refine_steps : int
+        Iterations of the refinement.
+    refine_lr : float
+        Step size of the ``"gd"`` refinement.
+    refine_dtype : {"float64", "float32"}
+        Precision of the refinement (float64 reaches far smaller gradient residuals).
+    checkpoint_every : int
+        Epochs between checkpoints when a checkpoint path is given.
+    """
+
+    loss: str = "ce"
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    regularize_bias: bool = True
+    init_scale: float = 1.0
+    refine: str = "none"
+    refine_steps: int = 0
+    refine_lr: float = 0.1
+    refine_dtype: str = "float64"
+    checkpoint_every: int = 10
+
+    def __post_init__(self):
+        checks = [
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.schedule in ("cosine", "constant"),
+             f"schedule must be 'cosine' or 'constant', got {self.schedule!r}"),
+            (self.init_scale > 0, f"init_scale must be > 0, got {self.init_scale}"),
+            (self.refine in ("none", "gd", "lbfgs"),
+             f"refine must be one of 'none', 'gd', 'lbfgs', got {self.refine!r}"),
+            (self.refine_steps >= 0, f"refine_steps must be >= 0, got {self.refine_steps}"),
+            (self.refine_lr > 0, f"refine_lr must be > 0, got {self.refine_lr}"),
+            (self.refine_dtype in ("float64", "float32"),
+             f"refine_dtype must be 'float64' or 'float32', got {self.refine_dtype!r}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Sweep:
+    """Result of :func:`train`: stacked parameters plus what happened to every member."""
+
+    arch: Architecture
+    config: TrainConfig
+    members: list[dict]
+    params: dict[str, torch.Tensor]  # on the CPU
+    history: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (epochs, M)
+    diverged: np.ndarray = None  # (M,) bool
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def num_members(self) -> int:
+        return len(self.members)
+
+    def weight_decays(self) -> torch.Tensor:
+        return torch.tensor([m["weight_decay"] for m in self.members], dtype=torch.float64)
+
+    def select(self, index) -> "Sweep":
+        """A sub-sweep with the members at ``index`` (list of ints or boolean mask)."""
+        idx = np.arange(self.num_members)[np.asarray(index)]
+        t = torch.as_tensor(idx, dtype=torch.long)
+        return Sweep(self.arch, self.config, [self.members[i] for i in idx],
+                     {k: v[t] for k, v in self.params.items()},
+                     {k: v[:, idx] for k, v in self.history.items()},
+                     self.diverged[idx], self.seconds, self.device)
+
+
+def grid(**axes) -> list[dict]:
+    """All combinations of the given member scalars, e.g. ``grid(weight_decay=[0, 1e-3], seed=[0, 1])``.
+
+    The last axis varies fastest. Scalars given as a single value are broadcast.
+    """
+    names = list(axes)
+    values = [v if isinstance(v, (list, tuple, np.ndarray)) else [v] for v in axes.values()]
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def _validate_members(members: list[dict], config: TrainConfig) -> list[dict]:
+    if not members:
+        raise ValueError("members must contain at least one member")
+    out = []
+    for i, m in enumerate(members):
+        unknown = set(m) - set(MEMBER_KEYS) - {"data"}
+        if unknown:
+            raise ValueError(f"member {i}: unknown scalar(s) {sorted(unknown)}; allowed: {MEMBER_KEYS}")
+        if "weight_decay" not in m:
+            raise ValueError(f"member {i}: weight_decay is required")
+        wd, lr = float(m["weight_decay"]), float(m.get("lr", config.lr))
+        if not wd >= 0:
+            raise ValueError(f"member {i}: weight_decay must be >= 0, got {m['weight_decay']}")
+        if not lr > 0:
+            raise ValueError(f"member {i}: lr must be > 0, got {m.get('lr')}")
+        out.append({"weight_decay": wd, "seed": int(m.get("seed", 0)), "lr": lr})
+    return out
+
+
+def data_order(seed: int) -> torch.Generator:
+    """The CPU generator that draws a member's minibatch order (one permutation per epoch).
+
+    Offset from the initialisation generator's seed so the two streams differ.
+    """
+    return torch.Generator().manual_seed((int(seed) * 2654435761 + 97) % (2**63))
+
+
+def _stack_data(data, M: int, device, dtype):
+    """Training tensors: x (N, d) or (M, N, d), y (N,) or (M, N), and K."""
+    if isinstance(data, Dataset):
+        return (data.x_train.to(device, dtype), data.y_train.to(device), data.num_classes)
+    data = list(data)
+    if len(data) != M:
+        raise ValueError(f"got {len(data)} data sets for {M} members; give one, or one per member")
+    sizes = {d.x_train.shape for d in data}
+    if len(sizes) != 1:
+        raise ValueError(f"per-member data sets must have equal shapes, got {sorted(sizes)}")
+    x = torch.stack([d.x_train for d in data]).to(device, dtype)
+    y = torch.stack([d.y_train for d in data]).to(device)
+    return x, y, data[0].num_classes
+
+
+def _take(t: torch.Tensor, idx: torch.Tensor, per_member: bool) -> torch.Tensor:
+    if per_member:
+        return t[torch.arange(idx.shape[0], device=idx.device).unsqueeze(1), idx]
+    return t[idx]
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Per-sample losses, shape (M, B), for logits (M, B, K) and labels (M, B)."""
+    M, B, K = logits.shape
+    if loss == "ce":
+        return F.cross_entropy(logits.reshape(M * B, K), y.reshape(-1), reduction="none").view(M, B)
+    target = F.one_hot(y, K).to(logits.dtype)
+    return 0.5 * ((logits - target) ** 2).sum(-1)
+
+
+def _decay_mask(arch: Architecture, config: TrainConfig, names) -> dict[str, bool]:
+    return {k: (k[0] in "WV") or config.regularize_bias for k in names}
+
+
+def regularized_loss(arch, params, x, y, weight_decay, loss, regularize_bias=True):
+    """Per-member regularised loss ``L_0 + lambda/2 sum ||W||_F^2`` over the full data, shape (M,)."""
+    logits = forward(arch, params, x)
+    yy = y if y.ndim == 2 else y.unsqueeze(0).expand(logits.shape[0], -1)
+    value = member_losses(logits, yy, loss).mean(1)
+    for k, p in params.items():
+        if k[0] in "WV" or regularize_bias:
+            value = value + 0.5 * weight_decay.to(p.dtype) * p.flatten(1).pow(2).sum(1)
+    return value
+
+
+def _progress_enabled(progress) -> bool:
+    if progress is not None:
+        return bool(progress)
+    return os.environ.get("NRC_PROGRESS", "1") != "0"
+
+
+def _atomic_save(obj, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(arch: Architecture, data, members: list[dict], config: TrainConfig = TrainConfig(), *,
+          device=None, checkpoint=None, progress=None, callback=None) -> Sweep:
+    """Train all members as one stacked model.
+
+    Parameters
+    ----------
+    arch : Architecture
+    data : Dataset, or a list of Dataset (one per member, equal shapes)
+    members : list of dict
+        Member scalars: ``weight_decay`` (required, >= 0), ``seed`` (default 0), ``lr``
+        (default ``config.lr``). See :func:`grid`.
+    config : TrainConfig
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    checkpoint : path, optional
+        Where to save the training state every ``config.checkpoint_every`` epochs. If the file
+        exists and was written for the same arch/config/members, training resumes from it. It
+        is deleted once training finishes.
+    progress : bool, optional
+        Progress bar over epochs; default on unless ``NRC_PROGRESS=0`` (set by the runner).
+    callback : callable, optional
+        ``callback(epoch, params, diverged)`` after each epoch (e.g. to track NC1 over time).
+
+    Returns
+    -------
+    Sweep
+        Parameters on the CPU (float32, or ``refine_dtype`` after a refinement); a member whose
+        loss became NaN/inf is marked in ``diverged`` and its parameters are NaN.
+    """
+    members = _validate_members(members, config)
+    M = len(members)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if arch.widths[-1] < 2:
+        raise ValueError("the output width (number of classes) must be >= 2")
+    x, y, K = _stack_data(data, M, device, torch.float32)
+    if K != arch.num_classes:
+        raise ValueError(f"the data have {K} classes but the network has {arch.num_classes} outputs")
+    if x.shape[-1] != arch.widths[0]:
+        raise ValueError(f"the data have dimension {x.shape[-1]} but widths[0] = {arch.widths[0]}")
+    per_member = x.ndim == 3
+    N = x.shape[-2]
+    B = min(config.batch_size, N)
+    steps = N // B
+    total_steps = max(1, config.epochs * steps)
+
+    wd = torch.tensor([m["weight_decay"] for m in members], device=device)
+    base_lr = torch.tensor([m["lr"] for m in members], device=device)
+    params = init_params(arch, [m["seed"] for m in members], init_scale=config.init_scale, device=device)
+    decay = _decay_mask(arch, config, params)
+    bufs = {k: torch.zeros_like(p) for k, p in params.items()}
+    gens = [data_order(m["seed"]) for m in members]
+    diverged = torch.zeros(M, dtype=torch.bool, device=device)
+    history = {"loss": []}
+    start_epoch, step = 0, 0
+    fingerprint = {"arch": arch.to_dict(), "config": config.to_dict(), "members": members,
+                   "data": [list(x.shape), int(y.sum())]}
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state["fingerprint"] == fingerprint:
+            params = state["params"]
+            bufs = state["bufs"]
+            diverged = state["diverged"]
+            history = state["history"]
+            start_epoch, step = state["epoch"], state["step"]
+            for g, s in zip(gens, state["gens"]):
+                g.set_state(s)
+    for p in params.values():
+        p.requires_grad_(True)
+
+    t0 = time.perf_counter()
+    epochs = range(start_epoch, config.epochs)
+    if _progress_enabled(progress) and config.epochs > start_epoch:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc=f"training {M} members", initial=start_epoch, total=config.epochs)
+    for epoch in epochs:
+        perms = torch.stack([torch.randperm(N, generator=g) for g in gens]).to(device)
+        epoch_loss = torch.zeros(M, device=device)
+        for b in range(steps):
+            idx = perms[:, b * B:(b + 1) * B]
+            xb, yb = _take(x, idx, per_member), _take(y, idx, per_member)
+            if not per_member:
+                yb = yb.view(M, B)
+            losses = member_losses(forward(arch, params, xb), yb, config.loss).mean(1)
+            grads = torch.autograd.grad(losses.sum(), list(params.values()))
+            if config.schedule == "cosine":
+                factor = 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            else:
+                factor = 1.0
+            lr = torch.where(diverged, 0.0, base_lr * factor)
+            with torch.no_grad():
+                for (k, p), g in zip(params.items(), grads):
+                    shape = (M,) + (1,) * (p.ndim - 1)
+                    if decay[k]:
+                        g = g + wd.view(shape) * p
+                    buf = bufs[k]
+                    if step == 0:
+                        buf.copy_(g)  # torch.optim.SGD starts the momentum buffer at the first gradient
+                    else:
+                        buf.mul_(config.momentum).add_(g)
+                    p.sub_(lr.view(shape) * buf)
+            epoch_loss += losses.detach()
+            step += 1
+        with torch.no_grad():
+            finite = torch.isfinite(epoch_loss)
+            for p in params.values():
+                finite &= torch.isfinite(p.flatten(1)).all(1)
+            newly = ~finite & ~diverged
+            if newly.any():
+                diverged |= newly
+                for k, p in params.items():
+                    p[newly] = float("nan")  # kept out of results, never silently reused
+                    bufs[k][newly] = 0.0
+        history["loss"].append((epoch_loss / max(steps, 1)).cpu().numpy())
+        if callback is not None:
+            callback(epoch, params, diverged.cpu().numpy())
+        if ckpt is not None and ((epoch + 1) % config.checkpoint_every == 0) and epoch + 1 < config.epochs:
+            _atomic_save({"fingerprint": fingerprint, "params": {k: p.detach() for k, p in params.items()},
+                          "bufs": bufs, "diverged": diverged, "history": history, "epoch": epoch + 1,
+                          "step": step, "gens": [g.get_state() for g in gens]}, ckpt)
+
+    params = {k: p.detach() for k, p in params.items()}
+    if config.refine != "none" and config.refine_steps > 0:
+        params, refine_loss = _refine(arch, params, x, y, wd, diverged, config)
+        history["refine_loss"] = refine_loss[None]
+        diverged |= ~torch.isfinite(torch.as_tensor(refine_loss, device=device))
+    if ckpt is not None and ckpt.exists():
+        ckpt.unlink()
+    hist = {k: np.asarray(v, dtype=np.float64).reshape(-1, M) for k, v in history.items()}
+    return Sweep(arch, config, members, {k: v.cpu() for k, v in params.items()}, hist,
+                 diverged.cpu().numpy(), time.perf_counter() - t0, str(device))
+
+
+def _refine(arch, params, x, y, wd, diverged, config):
+    """Full-batch refinement of the regularised loss, member by member for L-BFGS."""
+    dtype = getattr(torch, config.refine_dtype)
+    x = x.to(dtype)
+    params = {k: v.to(dtype) for k, v in params.items()}
+    wd = wd.to(dtype)
+    M = wd.shape[0]
+    if config.refine == "gd":
+        for _ in range(config.refine_steps):
+            ps = {k: v.requires_grad_(True) for k, v in params.items()}
+            loss = regularized_loss(arch, ps, x, y, wd, config.loss, config.regularize_bias)
+            grads = torch.autograd.grad(loss.sum(), list(ps.values()))
+            with torch.no_grad():
+                params = {k: torch.where(diverged.view((M,) + (1,) * (p.ndim - 1)), p, p - config.refine_lr * g)
+                          for (k, p), g in zip(ps.items(), grads)}
+        with torch.no_grad():
+            final = regularized_loss(arch, params, x, y, wd, config.loss, config.regularize_bias)
+        return params, final.cpu().numpy()
+    out = {k: v.clone() for k, v in params.items()}
+    final = np.full(M, np.nan)
+    for m in range(M):
+        if diverged[m]:
+            continue
+        pm = {k: v[m:m + 1].clone().requires_grad_(True) for k, v in params.items()}
+        xm = x[m:m + 1] if x.ndim == 3 else x
+        ym = y[m:m + 1] if y.ndim == 2 else y
+        opt = torch.optim.LBFGS(list(pm.values()), lr=1.0, max_iter=config.refine_steps,
+                                tolerance_grad=1e-15, tolerance_change=1e-18, history_size=50,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = regularized_loss(arch, pm, xm, ym, wd[m:m + 1], config.loss, config.regularize_bias).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            for k in out:
+                out[k][m] = pm[k][0]
+            final[m] = float(regularized_loss(arch, pm, xm, ym, wd[m:m + 1], config.loss,
+                                              config.regularize_bias))
+    return out, final
