@@ -8,6 +8,7 @@ from .analysis import Analysis, analyze, analyze_model
 from .collapse import class_means, kmeans, nc1, nc2, one_hot, tcv, within_class, within_total_ratio
 from .data import (DATASETS, Dataset, load_cifar10, load_dataset, load_fashion_mnist, load_mnist,
                    make_gaussian_mixture)
+from . import plots
 from .models import ACTIVATIONS, Architecture, forward, from_module, init_params, to_module
 from .results import ResultStore, check, environment, record, results_dir, save_table
 from .spectra import dist_to_rank, energy_rank, numerical_rank, relative_dist_to_rank, svdvals
@@ -17,7 +18,7 @@ from .train import Sweep, TrainConfig, grid, member_losses, regularized_loss, tr
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "Analysis", "Architecture", "DATASETS", "Dataset", "ResultStore", "SITE_COLUMNS",
+    "ACTIVATIONS", "Analysis", "plots", "Architecture", "DATASETS", "Dataset", "ResultStore", "SITE_COLUMNS",
     "Sweep", "TrainConfig", "analyze", "analyze_model", "check", "class_means", "dist_to_rank",
     "energy_rank", "environment", "forward", "from_module", "grid", "init_params", "kmeans",
     "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "make_gaussian_mixture",

@@ -410,14 +410,6 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download(urls: tuple[str, ...], target: Path, md5: str | None) -> None:
     """Fetch the first working URL into ``target`` atomically, verifying ``md5`` when known.
 
@@ -497,9 +489,8 @@ def _balanced_subset(
     if counts.min() < n:
         smallest = int(counts.argmin())
         raise ValueError(
-            f"{param}={n} exceeds the {counts[smallest]} samples of class {smallest} "
-            f"in the {what}; "
-            f"the maximum {param} is {counts.min()}"
+            f"{param}={n} exceeds the {counts[smallest]} samples of class {smallest} in the "
+            f"{what}; the maximum {param} is {counts.min()}"
         )
     order = rng.permutation(labels.shape[0])
     permuted = labels[order]
