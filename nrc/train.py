@@ -349,12 +349,12 @@ def train(arch: Architecture, data, members: list[dict], config: TrainConfig = T
                     p[newly] = float("nan")  # kept out of results, never silently reused
                     bufs[k][newly] = 0.0
         history["loss"].append((epoch_loss / max(steps, 1)).cpu().numpy())
-        if callback is not None:
-            callback(epoch, params, diverged.cpu().numpy())
         if ckpt is not None and ((epoch + 1) % config.checkpoint_every == 0) and epoch + 1 < config.epochs:
             _atomic_save({"fingerprint": fingerprint, "params": {k: p.detach() for k, p in params.items()},
                           "bufs": bufs, "diverged": diverged, "history": history, "epoch": epoch + 1,
                           "step": step, "gens": [g.get_state() for g in gens]}, ckpt)
+        if callback is not None:
+            callback(epoch, params, diverged.cpu().numpy())
 
     params = {k: p.detach() for k, p in params.items()}
     if config.refine != "none" and config.refine_steps > 0:

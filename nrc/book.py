@@ -1,0 +1,590 @@
+"""Build the companion book from the papermill-executed notebooks.
+
+The book never executes code: ``nrc reproduce`` runs the notebooks with papermill into
+``book/executed/`` (with ``status.json`` and ``results/NAME.json``), and this module
+
+* refuses to build when an executed notebook is missing, failed, or holds an error output;
+* writes the generated pages into ``book/generated/`` (build information, execution status,
+  notebook parameters, the claim scorecard);
+* runs ``jupyter-book build <root> -n -W --keep-going --all`` with the current Python.
+
+It is also a small Sphinx extension (loaded through ``_config.yml``, ``sphinx.local_extensions``)
+that puts a banner on every page saying which profile, device and commit produced it, and points
+the Binder and Colab buttons of a notebook page at its source in ``notebooks/``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import html
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["generate_pages", "build_book", "check_executed", "toc_notebooks", "add_book_arguments",
+           "run_book", "main_book", "BookError"]
+
+EXECUTED = "book/executed"
+GENERATED = "generated"
+_BANNER_ENV = "NRC_BOOK_EXECUTED"
+
+
+class BookError(RuntimeError):
+    """The executed notebooks cannot make a book (missing, failed, or with error outputs)."""
+
+
+# --------------------------------------------------------------------------------------------
+# reading the executed run
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf8"))
+    except (OSError, ValueError):
+        return None
+
+
+def load_status(executed_dir=EXECUTED) -> dict | None:
+    """``status.json`` written by the runner, or None."""
+    return _read_json(Path(executed_dir) / "status.json")
+
+
+def load_results(executed_dir=EXECUTED) -> dict[str, dict]:
+    """``results/NAME.json`` of every notebook that wrote one, keyed by notebook name."""
+    out = {}
+    for p in sorted((Path(executed_dir) / "results").glob("*.json")):
+        data = _read_json(p)
+        if isinstance(data, dict):
+            out[p.stem] = data
+    return out
+
+
+def toc_notebooks(root=".") -> list[str]:
+    """Names of the executed notebooks the table of contents lists, in book order."""
+    import yaml
+
+    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text(encoding="utf8"))
+    names: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            f = node.get("file")
+            if isinstance(f, str) and f.startswith(EXECUTED + "/"):
+                names.append(Path(f).name.removesuffix(".ipynb"))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc)
+    return names
+
+
+def error_outputs(nb_path: Path) -> list[str]:
+    """Descriptions of the error outputs (and papermill's failure flag) of an executed notebook."""
+    nb = json.loads(Path(nb_path).read_text(encoding="utf8"))
+    found = []
+    if nb.get("metadata", {}).get("papermill", {}).get("exception"):
+        found.append("papermill recorded an exception")
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []) or []:
+            if out.get("output_type") == "error":
+                found.append(f"cell {i}: {out.get('ename', '?')}: {out.get('evalue', '')}"[:300])
+    return found
+
+
+def check_executed(executed_dir=EXECUTED, names=None, root=".") -> list[str]:
+    """Every reason the executed notebooks cannot make a book; empty when they can."""
+    ex = Path(executed_dir)
+    names = list(names) if names is not None else toc_notebooks(root)
+    hint = "run `nrc reproduce --profile smoke` (or `--profile paper`) first"
+    if not ex.is_dir():
+        return [f"no executed notebooks: {ex} does not exist; {hint}"]
+    problems = []
+    status = load_status(ex)
+    if status is None:
+        problems.append(f"{ex / 'status.json'} is missing or unreadable; {hint}")
+    else:
+        for row in status.get("notebooks", []):
+            if not row.get("ok", False):
+                err = str(row.get("error") or "no error message").strip().splitlines()
+                problems.append(f"{row.get('name')}: failed in the run ({err[-1] if err else ''})")
+    for name in names:
+        p = ex / f"{name}.ipynb"
+        if not p.exists():
+            problems.append(f"{name}: executed notebook {p} is missing; {hint}")
+            continue
+        try:
+            problems += [f"{name}: {e}" for e in error_outputs(p)]
+        except (OSError, ValueError) as e:
+            problems.append(f"{name}: cannot read {p}: {e}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# notebook parameters
+
+@dataclass
+class _Param:
+    name: str
+    type: str
+    default: str
+    help: str
+
+
+def _parse_parameters_source(src: str) -> dict[str, _Param]:
+    """Parse a ``parameters`` cell of lines ``name: type = default  # help``."""
+    tree = ast.parse(src)
+    comments = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    except tokenize.TokenError:
+        pass
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            default = ast.get_source_segment(src, node.value) if node.value is not None else ""
+            help_ = comments.get(node.end_lineno) or comments.get(node.lineno) or ""
+            out[node.target.id] = _Param(node.target.id, ast.get_source_segment(src, node.annotation),
+                                         default, help_)
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = _Param(node.targets[0].id, "", ast.get_source_segment(src, node.value),
+                                             comments.get(node.end_lineno, ""))
+    return out
+
+
+def _parameters_cell(nb_path: Path) -> str | None:
+    nb = json.loads(Path(nb_path).read_text(encoding="utf8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = cell.get("source", "")
+            return "".join(src) if isinstance(src, list) else src
+    return None
+
+
+def notebook_parameters(path) -> dict:
+    """Parameters of a notebook: ``nrc.profiles.notebook_parameters`` when available, else our parser."""
+    try:
+        from .profiles import notebook_parameters as _np  # the project's own definition
+        return _np(path)
+    except ImportError:
+        src = _parameters_cell(Path(path))
+        return _parse_parameters_source(src) if src else {}
+
+
+def _papermill_parameters(nb_path: Path) -> dict:
+    try:
+        nb = json.loads(Path(nb_path).read_text(encoding="utf8"))
+    except (OSError, ValueError):
+        return {}
+    return nb.get("metadata", {}).get("papermill", {}).get("parameters", {}) or {}
+
+
+# --------------------------------------------------------------------------------------------
+# generated pages
+
+_MD_SPECIAL = set("\\`*_{}[]<>#|$~&")
+
+
+def _md(text) -> str:
+    """Escape text for MyST markdown (one paragraph)."""
+    s = " ".join(str(text).split())
+    s = "".join("\\" + c if c in _MD_SPECIAL else c for c in s)
+    if s[:1] in "-+=":
+        s = "\\" + s
+    return s
+
+
+def _code(text) -> str:
+    s = " ".join(str(text).split()).replace("`", "'")
+    return f"`` {s} ``" if s else ""
+
+
+def _doc(name: str, title: str | None = None) -> str:
+    return f"{{doc}}`{_md(title or name)} </{EXECUTED}/{name}>`"
+
+
+def _list_table(header: list[str], rows: list[list[str]], name: str | None = None,
+                widths: str = "auto") -> str:
+    lines = ["```{list-table}", ":header-rows: 1", f":widths: {widths}"]
+    if name:
+        lines.append(f":name: {name}")
+    lines.append("")
+    for row in [header] + rows:
+        for j, cell in enumerate(row):
+            parts = str(cell).split("\n") if str(cell) else [""]
+            first = ("* - " if j == 0 else "  - ") + parts[0]
+            lines.append(first.rstrip())
+            lines += [("    " + p).rstrip() for p in parts[1:]]
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def _fmt_seconds(s) -> str:
+    try:
+        s = float(s)
+    except (TypeError, ValueError):
+        return "?"
+    return f"{s:.1f}" if s < 600 else f"{s:.0f} ({s / 60:.1f} min)"
+
+
+def _provenance(status: dict | None, result: dict | None = None) -> dict:
+    """profile, device, commit, dirty of a page: the notebook's own record, else the run's."""
+    meta = (result or {}).get("meta", {}) or {}
+    st = status or {}
+    return {
+        "profile": (result or {}).get("profile") or st.get("profile") or "unknown",
+        "device": meta.get("device") or st.get("device") or "unknown device",
+        "commit": meta.get("commit") or st.get("commit") or "unknown",
+        "dirty": meta.get("dirty", st.get("dirty", False)),
+    }
+
+
+def _commit_text(prov: dict) -> str:
+    c = str(prov["commit"])
+    short = c[:12] if c not in ("", "unknown") else "unknown"
+    return short + (" (with uncommitted changes)" if prov.get("dirty") else "")
+
+
+def _build_info_page(status: dict | None, names: list[str]) -> str:
+    if status is None:
+        return ("```{warning}\nNo `book/executed/status.json`: this book was built without a recorded "
+                "run. Run `nrc reproduce --profile smoke` and `nrc book`.\n```\n")
+    prov = _provenance(status)
+    rows = {r.get("name"): r for r in status.get("notebooks", [])}
+    ok = sum(1 for n in names if rows.get(n, {}).get("ok"))
+    desc = status.get("description")
+    lines = [
+        "```{admonition} This build",
+        ":class: note",
+        "",
+        f"* Profile: **{_md(prov['profile'])}**" + (f" ({_md(desc)})" if desc else ""),
+        f"* Device: {_md(prov['device'])}",
+        f"* Commit: {_code(_commit_text(prov))}",
+        f"* Run started: {_md(status.get('started', 'unknown'))}; "
+        f"{ok} of {len(names)} notebooks ran in this run, total {_fmt_seconds(status.get('total_seconds'))} s",
+        "",
+        f"Details: {{doc}}`execution status </book/generated/status>`, "
+        f"{{doc}}`parameters </book/generated/parameters>`, "
+        f"{{doc}}`claim scorecard </book/generated/scorecard>`.",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _status_page(status: dict | None, names: list[str], executed_dir: Path) -> str:
+    out = ["# Execution status", "",
+           "How the notebooks of this book were run: one papermill execution per notebook, "
+           "recorded by `nrc reproduce` in `book/executed/status.json`. The book shows those "
+           "outputs as they are; it executes nothing itself.", ""]
+    if status is None:
+        out.append("No `status.json` was found.")
+        return "\n".join(out) + "\n"
+    prov = _provenance(status)
+    out += [
+        f"* Profile: **{_md(prov['profile'])}**" + (f": {_md(status['description'])}" if status.get("description") else ""),
+        f"* Device: {_md(prov['device'])}",
+        f"* Commit: {_code(_commit_text(prov))}",
+        f"* Python: {_md(status.get('python', 'unknown'))}",
+        f"* Started: {_md(status.get('started', 'unknown'))}",
+        f"* Total time: {_fmt_seconds(status.get('total_seconds'))} s",
+        "",
+        "## Notebooks",
+        "",
+    ]
+    rows_by_name = {r.get("name"): r for r in status.get("notebooks", [])}
+    rows = []
+    for name in names + [n for n in rows_by_name if n not in names]:
+        r = rows_by_name.get(name)
+        link = _doc(name) if name in names else _md(name)
+        if r is None:
+            rows.append([link, "", "not in this run", "executed notebook kept from an earlier run"])
+            continue
+        err = str(r.get("error") or "").strip().splitlines()
+        rows.append([link, _fmt_seconds(r.get("seconds")), "yes" if r.get("ok") else "**no**",
+                     _md(err[-1]) if err else ""])
+    out.append(_list_table(["Notebook", "Seconds", "OK", "Error"], rows, name="status-table"))
+    versions = status.get("versions") or {}
+    if versions:
+        out += ["", "## Package versions", "",
+                _list_table(["Package", "Version"], [[_md(k), _code(v)] for k, v in versions.items()],
+                            name="versions-table")]
+    return "\n".join(out) + "\n"
+
+
+def _parameters_page(names: list[str], executed_dir: Path, notebooks_dir: Path, status: dict | None) -> str:
+    profile = _md((status or {}).get("profile", "unknown"))
+    out = ["# Notebook parameters", "",
+           "Every notebook has one `parameters` cell; papermill (and `nrc reproduce`) can replace any "
+           "of these values. Each table below is read from the notebook itself; the column "
+           f"*this build* shows the values this build's run (profile **{profile}**) passed, "
+           "from the executed notebook's papermill metadata. Values in bold differ from the default. "
+           "See {doc}`/book/rerun` for how to change them.", ""]
+    for name in names:
+        src = notebooks_dir / f"{name}.ipynb"
+        exe = executed_dir / f"{name}.ipynb"
+        params = {}
+        origin = None
+        for candidate in (src, exe):
+            if candidate.exists():
+                try:
+                    params = notebook_parameters(candidate)
+                    origin = candidate
+                    break
+                except Exception as e:  # a broken parameters cell is reported, not fatal
+                    params, origin = {}, f"unreadable parameters cell: {e}"
+        used = _papermill_parameters(exe)
+        out += [f"## {name}", "", f"Notebook: {_doc(name)}.", ""]
+        if not params:
+            out += ["No `parameters` cell found." if not isinstance(origin, str) else _md(origin), ""]
+            continue
+        rows = []
+        for pname, p in params.items():
+            default = str(getattr(p, "default", ""))
+            if pname in used:
+                val = repr(used[pname]) if isinstance(used[pname], str) else json.dumps(used[pname])
+                differs = val.strip("'\"") != default.strip("'\"")
+                shown = _code(val)
+                shown = f"**{shown}**" if differs else shown
+            else:
+                shown = "(default)"
+            ptype = getattr(p, "type", "")
+            ptype = getattr(ptype, "__name__", ptype)
+            rows.append([_code(pname), _code(ptype), _code(default), shown, _md(getattr(p, "help", ""))])
+        extra = [k for k in used if k not in params]
+        for k in extra:
+            rows.append([_code(k), "", "", _code(json.dumps(used[k])), "injected but not declared"])
+        out += [_list_table(["Name", "Type", "Default", "This build", "Help"], rows,
+                            name=f"params-{name.replace('_', '-')}"), ""]
+    return "\n".join(out) + "\n"
+
+
+def _load_claims(book_dir: Path) -> list[dict]:
+    import yaml
+
+    data = yaml.safe_load((book_dir / "claims.yaml").read_text(encoding="utf8"))
+    return data["claims"]
+
+
+def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[str],
+                    status: dict | None) -> str:
+    order = {n: i for i, n in enumerate(names)}
+    checks: dict[int, list[tuple[str, dict]]] = {}
+    for nb in sorted(results, key=lambda n: order.get(n, len(order))):
+        for c in results[nb].get("checks", []) or []:
+            try:
+                checks.setdefault(int(c.get("claim")), []).append((nb, c))
+            except (TypeError, ValueError):
+                continue
+    rows, tally = [], {"pass": 0, "differs": 0, "not checked": 0, "context only": 0}
+    for cl in claims:
+        n = int(cl["claim"])
+        found = checks.get(n, [])
+        measured = []
+        for nb, c in found:
+            link = _doc(nb) if nb in order else _md(nb)
+            mark = "" if c.get("passed") else " **(differs)**"
+            measured.append(f"{link}: {_md(c.get('what', ''))}: {_md(c.get('measured', ''))}{mark}")
+        if cl.get("context_only"):
+            verdict = "context only: not part of the paper's own experiments; not reproduced"
+            tally["context only"] += 1
+        elif not found:
+            planned = ", ".join(cl.get("notebooks") or []) or "no notebook"
+            verdict = (f"not checked: no notebook of this build recorded a check for it "
+                       f"(planned in: {_md(planned)})")
+            tally["not checked"] += 1
+        elif all(c.get("passed") for _, c in found):
+            verdict = "pass"
+            tally["pass"] += 1
+        else:
+            bad = [f"{_md(nb)}: {_md(c.get('what', ''))}" for nb, c in found if not c.get("passed")]
+            verdict = "**differs**: " + "; ".join(bad)
+            tally["differs"] += 1
+        rows.append([str(n), _md(cl["statement"]), _md(cl["grade"]), _md(cl.get("paper", "")),
+                     "\n\n".join(measured) if measured else "", verdict])
+    prov = _provenance(status)
+    out = ["# Claim scorecard", "",
+           "One row per quantitative claim of our restatement of the paper (its abstracts, plus our "
+           "reconstructed theorems). *Grade* says where the claim comes from: FOUND-v1/v2/v3 means "
+           "stated in that arXiv version's abstract (paraphrased), SECONDARY a third-party summary, "
+           "INFERRED our own reconstruction with a proof. *Paper states* gives the level at which "
+           "the paper itself makes the claim, as far as we know. The measured values are **ours**, "
+           "from the experiments and checks of this companion (our design, not the paper's settings, "
+           "which were not available to us); they are never the paper's numbers.", "",
+           f"This build (profile **{_md(prov['profile'])}**, commit {_code(_commit_text(prov))}): "
+           f"{tally['pass']} pass, {tally['differs']} differ, {tally['not checked']} not checked, "
+           f"{tally['context only']} context only. A small profile (such as `smoke`) runs tiny "
+           "versions of the experiments, so a trend claim can differ there and hold with "
+           "`--profile paper`.", "",
+           _list_table(["#", "Claim", "Grade", "Paper states", "Measured here", "Verdict"], rows,
+                       name="scorecard-table", widths="4 24 10 18 28 16")]
+    return "\n".join(out) + "\n"
+
+
+def generate_pages(executed_dir=EXECUTED, book_dir="book", root=None) -> list[Path]:
+    """Write ``book/generated/{build_info,status,parameters,scorecard}.md``; return their paths.
+
+    Parameters
+    ----------
+    executed_dir : path
+        Where ``nrc reproduce`` wrote the executed notebooks, ``status.json`` and ``results/``.
+    book_dir : path
+        The book's page directory (holds ``claims.yaml``; pages go to its ``generated/``).
+    root : path, optional
+        Repository root (with ``_toc.yml`` and ``notebooks/``); default: the parent of ``book_dir``.
+    """
+    book_dir = Path(book_dir)
+    root = Path(root) if root is not None else book_dir.resolve().parent
+    executed_dir = Path(executed_dir)
+    names = toc_notebooks(root)
+    status = load_status(executed_dir)
+    results = load_results(executed_dir)
+    gen = book_dir / GENERATED
+    gen.mkdir(parents=True, exist_ok=True)
+    pages = {
+        "build_info.md": _build_info_page(status, names),
+        "status.md": _status_page(status, names, executed_dir),
+        "parameters.md": _parameters_page(names, executed_dir, root / "notebooks", status),
+        "scorecard.md": _scorecard_page(_load_claims(book_dir), results, names, status),
+    }
+    written = []
+    for fname, text in pages.items():
+        p = gen / fname
+        if not p.exists() or p.read_text(encoding="utf8") != text:
+            p.write_text(text, encoding="utf8")
+        written.append(p)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# building
+
+_JB = "import sys; from jupyter_book.cli.main import main; sys.exit(main())"
+
+
+def build_book(root=".", executed_dir=None, strict=True, *, builder="html", quiet=False) -> int:
+    """Check the executed notebooks, generate the pages, and build the book with jupyter-book.
+
+    Parameters
+    ----------
+    root : path
+        Repository root (holds ``_config.yml`` and ``_toc.yml``).
+    executed_dir : path, optional
+        Executed notebooks; default ``<root>/book/executed`` (the table of contents points there).
+    strict : bool
+        Refuse to build when a notebook is missing, failed or holds an error output, and pass
+        ``-n -W --keep-going`` (every warning fails the build). ``False`` builds what there is.
+
+    Returns
+    -------
+    int
+        0 on success; jupyter-book's exit code, or 2 when the checks refuse to build.
+    """
+    root = Path(root).resolve()
+    executed_dir = Path(executed_dir) if executed_dir is not None else root / EXECUTED
+    problems = check_executed(executed_dir, root=root)
+    if problems:
+        msg = "nrc book: cannot build the book from these executed notebooks:\n  " + "\n  ".join(problems)
+        if strict:
+            print(msg, file=sys.stderr)
+            return 2
+        print(msg.replace("cannot build", "building anyway (strict=False)"), file=sys.stderr)
+    generate_pages(executed_dir, root / "book", root=root)
+    cmd = [sys.executable, "-c", _JB, "build", str(root), "--builder", builder, "--all"]
+    if strict:
+        cmd += ["-n", "-W", "--keep-going"]
+    if quiet:
+        cmd.append("-q")
+    env = dict(os.environ, **{_BANNER_ENV: str(executed_dir.resolve())})
+    t0 = time.time()
+    rc = subprocess.run(cmd, cwd=root, env=env).returncode
+    where = root / "_build" / builder
+    print(f"nrc book: jupyter-book {'succeeded' if rc == 0 else f'failed (exit {rc})'} in "
+          f"{time.time() - t0:.1f} s; output in {where}", file=sys.stderr)
+    return rc
+
+
+def add_book_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``nrc book``."""
+    parser.add_argument("--root", default=".", help="repository root with _config.yml (default: .)")
+    parser.add_argument("--executed", default=None,
+                        help="executed notebooks (default: <root>/book/executed, written by `nrc reproduce`)")
+    parser.add_argument("--no-strict", dest="strict", action="store_false",
+                        help="build even with missing or failed notebooks, and without -n -W")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="only write the generated pages (book/generated/)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="less output from Sphinx")
+    return parser
+
+
+def run_book(args: argparse.Namespace) -> int:
+    """Run ``nrc book`` with parsed arguments."""
+    root = Path(args.root)
+    if args.generate_only:
+        for p in generate_pages(args.executed or root / EXECUTED, root / "book", root=root):
+            print(p)
+        return 0
+    return build_book(root, args.executed, strict=args.strict, quiet=args.quiet)
+
+
+def main_book(argv=None) -> int:
+    """``python -m nrc.book``: check, generate and build the book."""
+    parser = add_book_arguments(argparse.ArgumentParser(
+        prog="nrc book", description="Build the companion book from the executed notebooks."))
+    return run_book(parser.parse_args(argv))
+
+
+# --------------------------------------------------------------------------------------------
+# Sphinx extension: provenance banner and launch links
+
+def _banner_html(prov: dict, status_uri: str | None) -> str:
+    text = (f"Produced by profile <strong>{html.escape(str(prov['profile']))}</strong> on "
+            f"{html.escape(str(prov['device']))}, commit "
+            f"<code>{html.escape(_commit_text(prov))}</code>")
+    if status_uri:
+        text += f" &middot; <a href=\"{html.escape(status_uri)}\">execution status</a>"
+    return f"<span class=\"nrc-provenance\">{text}</span>"
+
+
+def _page_context(app, pagename, templatename, context, doctree):
+    executed = Path(os.environ.get(_BANNER_ENV) or Path(app.srcdir) / EXECUTED)
+    cache = app.env.__dict__.setdefault("_nrc_book_cache", {})
+    if cache.get("dir") != str(executed):
+        cache.clear()
+        cache.update(dir=str(executed), status=load_status(executed), results=load_results(executed))
+    status, results = cache["status"], cache["results"]
+    result = None
+    if pagename.startswith(EXECUTED + "/"):
+        result = results.get(pagename.rsplit("/", 1)[-1])
+    pathto = context.get("pathto")
+    status_uri = pathto("book/generated/status") if pathto and "book/generated/status" in app.env.all_docs else None
+    if status is None and result is None:
+        context["theme_announcement"] = ("<span class=\"nrc-provenance\">Built without a recorded run "
+                                         "(no book/executed/status.json)</span>")
+    else:
+        context["theme_announcement"] = _banner_html(_provenance(status, result), status_uri)
+    # Launch buttons: the executed copy is not in the repository; open the source notebook.
+    for group in context.get("header_buttons", []) or []:
+        for button in group.get("buttons", []) or []:
+            url = button.get("url")
+            if isinstance(url, str) and EXECUTED + "/" in url:
+                button["url"] = url.replace(EXECUTED + "/", "notebooks/")
+
+
+def setup(app):
+    """Sphinx extension entry point (see ``_config.yml``)."""
+    app.connect("html-page-context", _page_context, priority=600)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":
+    sys.exit(main_book())

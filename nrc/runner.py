@@ -1,0 +1,416 @@
+"""``nrc reproduce``: execute the notebooks of a profile with papermill.
+
+Each notebook ``notebooks/NAME.ipynb`` is executed (with the profile's parameters injected) into
+``book/executed/NAME.ipynb``, with the kernel's working directory set to ``notebooks/`` and these
+environment variables set for the kernel (and restored afterwards):
+
+* ``NRC_PROGRESS=0`` -- no progress bars in executed notebooks;
+* ``NRC_RESULTS_DIR=<out>/results`` -- where notebooks write their key numbers (``nrc.record``);
+* ``NRC_PROFILE=<profile name>``;
+* ``NRC_CACHE_DIR=<repo>/.nrc-cache`` unless already set;
+* ``PYTHONPATH`` gets the directory holding the running ``nrc`` package first, so the kernel
+  imports the same ``nrc`` as the runner (also from a plain checkout).
+
+A failing notebook does not stop the run; its executed copy (with the traceback) is kept and
+``<out>/status.json`` marks it failed. ``status.json`` records the provenance of the build: profile,
+device, Python and library versions, git commit, start time, and per notebook the wall time and
+outcome. With ``only=[...]`` the entries of the other notebooks in an existing ``status.json`` are
+kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from .profiles import Profile, ProfileError, load_profile, notebook_parameters, validate_profile
+
+__all__ = ["reproduce", "RunReport", "NotebookRun", "main_reproduce", "add_reproduce_arguments",
+           "run_reproduce", "STATUS_FILE", "VERSION_PACKAGES"]
+
+STATUS_FILE = "status.json"
+VERSION_PACKAGES = ("torch", "numpy", "scipy", "pandas", "matplotlib", "papermill", "nrc")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass
+class NotebookRun:
+    """The outcome of one notebook: wall seconds, ok, and (if it failed) the error."""
+
+    name: str
+    seconds: float
+    ok: bool
+    error: str | None = None     # one line, e.g. "ZeroDivisionError: division by zero"
+    details: str | None = None   # the last lines of the traceback
+    output: Path | None = None
+
+
+@dataclass
+class RunReport:
+    """What :func:`reproduce` did. ``ok`` is True when every notebook ran without error."""
+
+    profile: str
+    runs: list[NotebookRun] = field(default_factory=list)
+    status_path: Path | None = None
+    total_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.runs)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Failed notebook -> the error's last lines."""
+        return {r.name: r.details or r.error or "failed" for r in self.runs if not r.ok}
+
+    @property
+    def times(self) -> dict[str, float]:
+        """Notebook -> wall seconds."""
+        return {r.name: r.seconds for r in self.runs}
+
+
+# ----------------------------------------------------------------------------------------------
+# provenance
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in VERSION_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    if out.get("nrc") == "not installed":  # a plain checkout: report the package's own version
+        try:
+            from . import __version__
+            out["nrc"] = f"{__version__} (not installed)"
+        except ImportError:
+            pass
+    return out
+
+
+def _device() -> str:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - torch missing or broken CUDA: fall back to the CPU
+        pass
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {name or 'unknown'} ({os.cpu_count()} cores)"
+
+
+def _git(root: Path) -> tuple[str, bool | None]:
+    """(commit, dirty) of the repository containing ``root``; ("unknown", None) outside one."""
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        commit = r.stdout.strip()
+        if r.returncode != 0 or not commit:
+            return "unknown", None
+        s = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=root, capture_output=True, text=True, timeout=30)
+        return commit, (bool(s.stdout.strip()) if s.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------
+# running
+
+
+@contextmanager
+def _environ(updates: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _kernel_env(profile: Profile, out_dir: Path, repo: Path) -> dict[str, str]:
+    cache = os.environ.get("NRC_CACHE_DIR")
+    pkg_root = str(Path(__file__).resolve().parents[1])
+    pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {
+        "NRC_PROGRESS": "0",
+        "NRC_RESULTS_DIR": str(out_dir / "results"),
+        "NRC_PROFILE": profile.name,
+        "NRC_CACHE_DIR": str(Path(cache).resolve()) if cache else str(repo / ".nrc-cache"),
+        "PYTHONPATH": os.pathsep.join([pkg_root] + [p for p in pythonpath if p != pkg_root]),
+    }
+
+
+def _error_text(exc: BaseException) -> tuple[str, str]:
+    """(one-line error, last lines of the traceback) of a papermill failure."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename is not None:
+        short = f"{ename}: {evalue}" if evalue else str(ename)
+        tb = getattr(exc, "traceback", None) or []
+        text = "\n".join(tb) if tb else short
+    else:
+        short = f"{type(exc).__name__}: {exc}"
+        text = short
+    text = _ANSI.sub("", text)
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip() and set(ln.strip()) != {"-"}]
+    short = _ANSI.sub("", short).strip().splitlines()
+    short = short[-1] if short else type(exc).__name__
+    return short[:300], "\n".join(lines[-8:])
+
+
+def _parameters(profile: Profile, name: str, declared: dict) -> dict:
+    params = declared[name]
+    values = {}
+    if "profile" in params:
+        values["profile"] = profile.name
+    for key, value in profile.notebooks[name].items():
+        # an int given for a float parameter is injected as a float
+        if params[key].type == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        values[key] = value
+    return values
+
+
+def _read_status(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, notebooks_dir="notebooks",
+              out_dir="book/executed", kernel: str = "python3", timeout: float | None = None,
+              log: Callable[[str], None] = print) -> RunReport:
+    """Execute a profile's notebooks with papermill and write ``<out_dir>/status.json``.
+
+    Parameters
+    ----------
+    profile : Profile, str or path
+        A loaded :class:`~nrc.profiles.Profile`, or a profile name / YAML path for
+        :func:`~nrc.profiles.load_profile`.
+    only : list of str, optional
+        Run just these notebooks (in profile order); the other entries of an existing
+        ``status.json`` are kept.
+    notebooks_dir, out_dir : path
+        Source notebooks, and where executed copies, ``results/`` and ``status.json`` go.
+    kernel : str
+        Jupyter kernel name.
+    timeout : float, optional
+        Per-cell execution timeout in seconds (papermill's ``execution_timeout``); none by default.
+    log : callable
+        Receives one line per notebook as it finishes and the final summary.
+
+    Raises
+    ------
+    ProfileError
+        The profile is invalid (nothing runs).
+    ValueError
+        ``only`` names a notebook that is not in the profile.
+    """
+    import papermill as pm  # imported lazily: only the runner needs it
+
+    notebooks_dir = Path(notebooks_dir).resolve()
+    if not isinstance(profile, Profile):
+        profile = load_profile(profile, notebooks_dir)
+    declared = validate_profile(profile, notebooks_dir)
+    names = list(profile.notebooks)
+    if only is not None:
+        only = [only] if isinstance(only, str) else list(only)
+        unknown = [n for n in only if n not in profile.notebooks]
+        if unknown:
+            raise ValueError(f"not in profile {profile.name!r}: {', '.join(unknown)}; "
+                             f"valid names: {', '.join(names) or '(none)'}")
+        names = [n for n in names if n in set(only)]
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    repo = notebooks_dir.parent
+    status_path = out_dir / STATUS_FILE
+    commit, dirty = _git(repo)
+    device = _device()
+    if profile.device.startswith("cuda") and device.startswith("CPU"):
+        log(f"warning: profile {profile.name!r} asks for device {profile.device!r} but no GPU is visible")
+    started = _now()
+    provenance = {
+        "profile": profile.name, "description": profile.description, "profile_device": profile.device,
+        "device": device, "python": platform.python_version(), "platform": platform.platform(),
+        "versions": _versions(), "commit": commit, "dirty": dirty, "started": started,
+    }
+    previous = _read_status(status_path) if only is not None else None
+    kept = [e for e in (previous or {}).get("notebooks", [])
+            if isinstance(e, dict) and e.get("name") not in names]
+    if previous is not None and previous.get("profile") not in (None, profile.name):
+        log(f"note: {status_path} also lists notebooks run with profile {previous.get('profile')!r}")
+
+    report = RunReport(profile=profile.name, status_path=status_path)
+    entries: dict[str, dict] = {}
+
+    def write_status(finished: str | None) -> None:
+        new = [entries[n] for n in names if n in entries]
+        merged = _merge_entries(kept, new, order=list(profile.notebooks))
+        status = dict(provenance, finished=finished, run_seconds=round(time.perf_counter() - t0, 2),
+                      total_seconds=round(sum(float(e.get("seconds") or 0) for e in merged), 2),
+                      notebooks=merged)
+        _write_json(status_path, status)
+
+    t0 = time.perf_counter()
+    log(f"nrc reproduce: profile {profile.name!r} ({profile.description or 'no description'}), "
+        f"{len(names)} notebook{'s' if len(names) != 1 else ''} -> {out_dir}")
+    width = max((len(n) for n in names), default=0)
+    with _environ(_kernel_env(profile, out_dir, repo)):
+        for name in names:
+            src, dst = notebooks_dir / f"{name}.ipynb", out_dir / f"{name}.ipynb"
+            params = _parameters(profile, name, declared)
+            start, error, details = time.perf_counter(), None, None
+            try:
+                pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel,
+                                    cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout)
+            except Exception as e:  # noqa: BLE001 - record any failure and go on with the next notebook
+                error, details = _error_text(e)
+            seconds = time.perf_counter() - start
+            run = NotebookRun(name, seconds, error is None, error, details, dst)
+            report.runs.append(run)
+            entries[name] = {"name": name, "seconds": round(seconds, 2), "ok": run.ok, "error": error,
+                             "profile": profile.name, "started": started, "commit": commit,
+                             "parameters": params, "output": dst.name}
+            log(f"{name:<{width}}  {seconds:8.1f} s  {'ok' if run.ok else 'FAILED'}")
+            write_status(None)
+    report.total_seconds = time.perf_counter() - t0
+    write_status(_now())
+    log(_summary(report))
+    return report
+
+
+def _merge_entries(kept: list[dict], new: list[dict], order: list[str]) -> list[dict]:
+    """Old entries of notebooks not re-run plus the new ones, in profile order (others last)."""
+    by_name = {e["name"]: e for e in kept}
+    by_name.update({e["name"]: e for e in new})
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted(by_name.values(), key=lambda e: rank.get(e["name"], len(rank)))
+
+
+def _summary(report: RunReport) -> str:
+    runs = report.runs
+    width = max([len(r.name) for r in runs] + [len("notebook")])
+    lines = ["", f"{'notebook':<{width}}  {'seconds':>9}  status", f"{'-' * width}  {'-' * 9}  ------"]
+    lines += [f"{r.name:<{width}}  {r.seconds:9.1f}  {'ok' if r.ok else 'FAILED'}" for r in runs]
+    failed = len(report.failures)
+    lines.append(f"{'total':<{width}}  {report.total_seconds:9.1f}  "
+                 f"{len(runs) - failed}/{len(runs)} ok")
+    for name, text in report.failures.items():
+        lines.append(f"\n{name} FAILED:\n" + "\n".join("    " + ln for ln in text.splitlines()))
+    if report.status_path:
+        lines.append(f"\nstatus: {report.status_path}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def add_reproduce_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``nrc reproduce`` options to ``parser`` (for mounting as a CLI subcommand)."""
+    parser.add_argument("--profile", default="smoke", metavar="NAME|PATH",
+                        help="profile name (profiles/NAME.yaml) or YAML path (default: smoke)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this notebook (repeatable); other status entries are kept")
+    parser.add_argument("--out", default="book/executed", metavar="DIR",
+                        help="executed notebooks, results/ and status.json (default: book/executed)")
+    parser.add_argument("--notebooks", default="notebooks", metavar="DIR",
+                        help="source notebooks (default: notebooks)")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="per-cell execution timeout (default: none)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the profile's notebooks and their parameters, run nothing")
+    return parser
+
+
+def _fmt(value) -> str:
+    return repr(value)
+
+
+def _list(profile: Profile, notebooks_dir: Path, out=print) -> int:
+    out(f"profile {profile.name!r}: {profile.description or ''} (device: {profile.device or 'unspecified'})")
+    for name, values in profile.notebooks.items():
+        out(f"\n{name}")
+        try:
+            params = notebook_parameters(notebooks_dir / f"{name}.ipynb")
+        except (ValueError, OSError) as e:
+            out(f"    ! {e}")
+            continue
+        width = max((len(p) for p in params), default=0)
+        for p in params.values():
+            val = f"{_fmt(p.default)}"
+            if p.name == "profile":
+                val = f"{_fmt(profile.name)}  (default {_fmt(p.default)})"
+            elif p.name in values:
+                val = f"{_fmt(values[p.name])}  (default {_fmt(p.default)})"
+            out(f"    {p.name:<{width}} : {p.type} = {val}" + (f"  # {p.help}" if p.help else ""))
+        for key in values:
+            if key not in params:
+                out(f"    ! unknown parameter {key!r}")
+    return 0
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    """Run ``nrc reproduce`` from parsed arguments; returns the exit code
+    (0 all ok, 1 a notebook failed, 2 invalid profile or arguments)."""
+    notebooks_dir = Path(args.notebooks)
+    try:
+        profile = load_profile(args.profile, notebooks_dir)
+        if args.list:
+            return _list(profile, notebooks_dir)
+        report = reproduce(profile, only=args.only, notebooks_dir=notebooks_dir, out_dir=args.out,
+                           kernel=args.kernel, timeout=args.timeout)
+    except (ProfileError, FileNotFoundError, ValueError) as e:
+        print(f"nrc reproduce: {e}", file=sys.stderr)
+        return 2
+    return 0 if report.ok else 1
+
+
+def main_reproduce(argv=None) -> int:
+    """Entry point of ``nrc reproduce`` (``python -m nrc.runner``)."""
+    parser = argparse.ArgumentParser(prog="nrc reproduce",
+                                     description="Execute the notebooks of a profile with papermill.")
+    add_reproduce_arguments(parser)
+    return run_reproduce(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main_reproduce())

@@ -1,0 +1,208 @@
+"""Tests for nrc.profiles: parsing notebooks' parameters cells and validating run profiles.
+
+Notebooks and profiles are written into ``tmp_path``; the last tests check the repository's real
+``profiles/*.yaml`` against its real ``notebooks/*.ipynb``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nrc.profiles import (Parameter, Profile, ProfileError, check_type, find_profile, load_profile,
+                          notebook_parameters, validate_profile)
+
+REPO = Path(__file__).resolve().parents[1]
+
+PARAMS = '''\
+# comment lines and blank lines are fine
+
+epochs: int = 10  # epochs per member
+lr: float = 0.1  # learning rate
+name: str = "mlp"  # model name: with a colon # and a hash
+use_bias: bool = True
+weight_decays: list = [1e-4, 1e-3]  # grid
+seed: int | None = None  # optional seed
+grid: list = [  # a multi-line list
+    1,
+    2,
+]
+'''
+
+
+def write_notebook(path: Path, params: str | None, body: str = "pass", extra_params: str | None = None) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_markdown_cell("# title"))
+    for src in (params, extra_params):
+        if src is not None:
+            nb.cells.append(nbformat.v4.new_code_cell(src, metadata={"tags": ["parameters"]}))
+    nb.cells.append(nbformat.v4.new_code_cell(body))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A tiny repository: notebooks/{a,b}.ipynb and profiles/small.yaml."""
+    write_notebook(tmp_path / "notebooks" / "a.ipynb", PARAMS)
+    write_notebook(tmp_path / "notebooks" / "b.ipynb", 'profile: str = "custom"  # run profile\nn: int = 3')
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "small.yaml").write_text(
+        "profile: small  # name\n"
+        "description: tiny\n"
+        "device: cpu\n"
+        "notebooks:\n"
+        "  b:\n"
+        "    n: 5\n"
+        "  a:\n"
+        "    lr: 1e-2\n"
+        "    epochs: 2\n"
+        "    weight_decays: [0.1, 1]\n")
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------------------------
+# notebook_parameters
+
+
+def test_notebook_parameters_types_defaults_and_help(tmp_path):
+    params = notebook_parameters(write_notebook(tmp_path / "nb.ipynb", PARAMS))
+    assert list(params) == ["epochs", "lr", "name", "use_bias", "weight_decays", "seed", "grid"]
+    assert params["epochs"] == Parameter("epochs", "int", 10, "epochs per member", 3)
+    assert params["lr"].type == "float" and params["lr"].default == 0.1 and params["lr"].help == "learning rate"
+    assert params["name"].default == "mlp"
+    assert params["name"].help == "model name: with a colon # and a hash"
+    assert params["use_bias"].default is True and params["use_bias"].help == ""
+    assert params["weight_decays"].default == [1e-4, 1e-3] and params["weight_decays"].help == "grid"
+    assert params["seed"].type == "int | None" and params["seed"].default is None
+    assert params["grid"].default == [1, 2] and params["grid"].help == "a multi-line list"
+
+
+@pytest.mark.parametrize("source, fragment", [
+    ("epochs: int = 10\nlr = 0.1", "line 2"),                 # not annotated
+    ("epochs: int = 10\nlr: float", "line 2"),                # no default
+    ("epochs: int = 10\n\nx: int = len([1])", "line 3"),      # not a literal
+    ("import os", "line 1"),
+    ("epochs: int = 'ten'", "line 1"),                         # default does not fit its type
+    ("epochs: int = 1\nepochs: int = 2", "declared twice"),
+    ("epochs: int = (", "syntax error"),
+])
+def test_notebook_parameters_bad_line(tmp_path, source, fragment):
+    with pytest.raises(ValueError, match="bad.ipynb") as info:
+        notebook_parameters(write_notebook(tmp_path / "bad.ipynb", source))
+    assert fragment in str(info.value)
+
+
+def test_notebook_parameters_needs_exactly_one_cell(tmp_path):
+    with pytest.raises(ValueError, match="none.ipynb: no code cell tagged 'parameters'"):
+        notebook_parameters(write_notebook(tmp_path / "none.ipynb", None))
+    with pytest.raises(ValueError, match="two.ipynb: 2 code cells tagged 'parameters'"):
+        notebook_parameters(write_notebook(tmp_path / "two.ipynb", "a: int = 1", extra_params="b: int = 2"))
+
+
+@pytest.mark.parametrize("type_name, value, ok", [
+    ("int", 3, True), ("int", 3.0, False), ("int", True, False), ("int", "3", False),
+    ("float", 3, True), ("float", 0.5, True), ("float", False, False), ("float", "1e-4", False),
+    ("bool", True, True), ("bool", 1, False), ("str", "x", True), ("str", 1, False),
+    ("list", [1, 2], True), ("list", (1, 2), False), ("list", "1,2", False), ("list[float]", [0.1], True),
+    ("int | None", None, True), ("int | None", 2, True), ("int", None, False), ("Optional[str]", None, True),
+    ("SomethingElse", object(), True),
+])
+def test_check_type(type_name, value, ok):
+    assert check_type(type_name, value) is ok
+
+
+# ----------------------------------------------------------------------------------------------
+# load_profile / validate_profile
+
+
+def test_load_profile_by_name_and_path(repo, monkeypatch):
+    nbdir = repo / "notebooks"
+    p = load_profile("small", notebooks_dir=nbdir)
+    assert isinstance(p, Profile)
+    assert (p.name, p.description, p.device) == ("small", "tiny", "cpu")
+    assert list(p.notebooks) == ["b", "a"]                       # file order is the run order
+    assert p.notebooks["a"]["lr"] == 0.01 and isinstance(p.notebooks["a"]["lr"], float)  # 1e-2 is a float
+    assert load_profile(repo / "profiles" / "small.yaml", nbdir).notebooks == p.notebooks
+    monkeypatch.chdir(repo)                                      # by name relative to the cwd too
+    assert find_profile("small", notebooks_dir="elsewhere/notebooks") == Path("profiles/small.yaml").resolve()
+    with pytest.raises(FileNotFoundError, match="available: small"):
+        load_profile("nope", nbdir)
+
+
+def test_load_profile_defaults_and_structure(repo):
+    f = repo / "profiles" / "bare.yaml"
+    f.write_text("notebooks:\n  a:\n  b: {}\n")
+    p = load_profile(f, repo / "notebooks")
+    assert p.name == "bare" and p.notebooks == {"a": {}, "b": {}}
+    validate_profile(p, repo / "notebooks")                      # defaults everywhere: valid
+    f.write_text("notebooks:\n  a: [1, 2]\n")
+    with pytest.raises(ProfileError, match="a: parameters must be a mapping"):
+        load_profile(f, repo / "notebooks")
+    f.write_text("- just a list\n")
+    with pytest.raises(ProfileError, match="must be a mapping"):
+        load_profile(f, repo / "notebooks")
+
+
+def test_validate_ok_returns_declared_parameters(repo):
+    declared = validate_profile(load_profile("small", repo / "notebooks"), repo / "notebooks")
+    assert set(declared) == {"a", "b"} and declared["b"]["profile"].help == "run profile"
+
+
+def test_validate_collects_every_problem(repo):
+    (repo / "profiles" / "bad.yaml").write_text(
+        "profile: bad\n"
+        "devices: cuda\n"                       # unknown top-level key
+        "notebooks:\n"
+        "  a:\n"
+        "    epoch: 3\n"                        # unknown parameter (did you mean epochs?)
+        "    lr: fast\n"                        # wrong type
+        "    use_bias: 1\n"                     # int is not a bool
+        "    epochs: true\n"                    # bool is not an int
+        "    weight_decays: 0.1\n"              # a list must be a list
+        "  zz_missing:\n"                       # no such notebook
+        "    n: 1\n")                           # and notebook b is missing from the profile
+    with pytest.raises(ProfileError) as info:
+        validate_profile(load_profile("bad", repo / "notebooks"), repo / "notebooks")
+    msg, problems = str(info.value), info.value.problems
+    assert len(problems) == 8, msg
+    assert "unknown top-level key 'devices'" in msg
+    assert "a: unknown parameter 'epoch' (did you mean 'epochs'?); allowed: epochs, lr, name, use_bias, " in msg
+    assert "a: parameter 'lr' expects float, got str ('fast')" in msg
+    assert "a: parameter 'use_bias' expects bool, got int (1)" in msg
+    assert "a: parameter 'epochs' expects int, got bool (True)" in msg
+    assert "a: parameter 'weight_decays' expects list, got float (0.1)" in msg
+    assert "unknown notebook 'zz_missing'" in msg
+    assert "notebook 'b'" in msg and "missing from the profile" in msg
+    assert isinstance(info.value, ValueError)
+
+
+def test_validate_reports_broken_parameters_cell(repo):
+    write_notebook(repo / "notebooks" / "c.ipynb", "x = 1")
+    p = load_profile("small", repo / "notebooks")
+    p.notebooks["c"] = {}
+    with pytest.raises(ProfileError, match=r"c.ipynb: parameters cell, line 1"):
+        validate_profile(p, repo / "notebooks")
+
+
+# ----------------------------------------------------------------------------------------------
+# the repository's own profiles
+
+
+REAL_PROFILES = sorted((REPO / "profiles").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", REAL_PROFILES, ids=[p.stem for p in REAL_PROFILES])
+def test_real_profile_is_valid(path):
+    profile = load_profile(path, REPO / "notebooks")
+    declared = validate_profile(profile, REPO / "notebooks")
+    assert set(declared) == set(profile.notebooks)
+
+
+def test_real_profiles_exist():
+    missing = [n for n in ("smoke", "paper") if not (REPO / "profiles" / f"{n}.yaml").is_file()]
+    assert not missing, f"profiles/{{{','.join(missing)}}}.yaml missing: every notebook runs under smoke and paper"

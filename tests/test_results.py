@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+
+import nrc
+
+
+def _setup():
+    data = nrc.make_gaussian_mixture(num_classes=3, dim=5, per_class=10, spread=0.5, seed=0)
+    arch = nrc.Architecture((5, 8, 3))
+    return data, arch, nrc.TrainConfig(epochs=2, batch_size=10)
+
+
+def test_cache_loads_repeated_runs_and_trains_only_new_members(tmp_path, monkeypatch):
+    data, arch, config = _setup()
+    store = nrc.ResultStore(tmp_path)
+    calls = []
+    real_train = nrc.results.train
+
+    def counting_train(arch, data, members, *a, **k):
+        calls.append(len(members))
+        return real_train(arch, data, members, *a, **k)
+
+    monkeypatch.setattr(nrc.results, "train", counting_train)
+    first = store.train(arch, data, nrc.grid(weight_decay=[1e-3, 1e-2], seed=0), config, progress=False)
+    again = store.train(arch, data, nrc.grid(weight_decay=[1e-3, 1e-2], seed=0), config, progress=False)
+    assert calls == [2]  # the repeat loaded from disk
+    for k in first.params:
+        assert torch.equal(first.params[k], again.params[k])
+    store.train(arch, data, nrc.grid(weight_decay=[1e-3, 1e-2, 1e-1], seed=0), config, progress=False)
+    assert calls == [2, 1]  # only the new member trained
+    store.train(arch, data, nrc.grid(weight_decay=[1e-3], seed=0), nrc.TrainConfig(epochs=3, batch_size=10),
+                progress=False)
+    assert calls == [2, 1, 1]  # a config change recomputes
+    other = nrc.make_gaussian_mixture(num_classes=3, dim=5, per_class=10, spread=0.9, seed=0)
+    store.train(arch, other, nrc.grid(weight_decay=[1e-3], seed=0), config, progress=False)
+    assert calls == [2, 1, 1, 1]  # a data change recomputes
+    assert store.cached(arch, config, data, nrc.grid(weight_decay=[1e-3, 5e-3], seed=0)) == [True, False]
+
+
+def test_cached_member_carries_provenance(tmp_path):
+    data, arch, config = _setup()
+    store = nrc.ResultStore(tmp_path)
+    store.train(arch, data, [{"weight_decay": 1e-3}], config, progress=False)
+    (entry,) = list((tmp_path / "members").glob("*.pt"))
+    meta = torch.load(entry, weights_only=False)["meta"]
+    assert {"device", "python", "versions", "commit", "time"} <= set(meta)
+    assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"].startswith(
+        torch.__version__.split("+")[0])
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_record_and_save_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("NRC_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("NRC_PROFILE", "smoke")
+    checks = [nrc.check(2, "ranks fall", "rho=-0.9", True)]
+    path = nrc.record("demo", {"x": torch.tensor(1.5), "n": 3}, checks, glue=False)
+    rec = json.loads(path.read_text())
+    assert rec["values"] == {"x": 1.5, "n": 3}
+    assert rec["profile"] == "smoke" and rec["checks"][0]["passed"] is True
+    assert "commit" in rec["meta"]
+    import pandas as pd
+
+    csv = nrc.save_table(pd.DataFrame({"a": [1, 2]}), "demo", "table")
+    assert csv == tmp_path / "demo" / "table.csv" and csv.read_text().startswith("a\n1")
+    with pytest.raises(ValueError, match="claim"):
+        nrc.check(17, "x", "y", True)

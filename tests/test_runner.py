@@ -1,0 +1,169 @@
+"""Tests for nrc.runner (``nrc reproduce``) on two tiny notebooks written into ``tmp_path``.
+
+Kernels take a few seconds to start, so the module executes three notebooks in all: one full run
+(one notebook ok, one raising) and one ``--only`` run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nrc.profiles import ProfileError
+from nrc.runner import RunReport, add_reproduce_arguments, main_reproduce, reproduce
+
+pytest.importorskip("papermill")
+
+OK_BODY = '''\
+import json, os
+from pathlib import Path
+out = Path(os.environ["NRC_RESULTS_DIR"])
+out.mkdir(parents=True, exist_ok=True)
+env = {k: os.environ.get(k) for k in ("NRC_PROGRESS", "NRC_PROFILE", "NRC_CACHE_DIR", "NRC_RESULTS_DIR")}
+(out / "good.json").write_text(json.dumps({"epochs": epochs, "lr": lr, "tags": tags, "profile": profile,
+                                           "cwd": os.getcwd(), "env": env}))
+print("good done", epochs)
+'''
+
+FAIL_BODY = 'print("about to fail")\nraise RuntimeError("boom " + str(n))\n'
+
+
+def write_notebook(path: Path, params: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}))
+    nb.cells.append(nbformat.v4.new_code_cell(body))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    write_notebook(nbdir / "good.ipynb",
+                   'epochs: int = 1  # epochs\nlr: float = 0.5  # learning rate\n'
+                   'tags: list = ["a"]  # tags\nprofile: str = "custom"  # profile name', OK_BODY)
+    write_notebook(nbdir / "bad.ipynb", "n: int = 1  # a number", FAIL_BODY)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny.yaml").write_text(
+        "profile: tiny\ndescription: two tiny notebooks\ndevice: cpu\n"
+        "notebooks:\n  bad:\n    n: 7\n  good:\n    epochs: 3\n    lr: 2\n    tags: [x, y]\n")
+    monkeypatch.delenv("NRC_CACHE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def args(repo, *extra):
+    return ["--profile", "tiny", "--notebooks", str(repo / "notebooks"), "--out", str(repo / "out"), *extra]
+
+
+def test_invalid_profile_runs_nothing(repo, capsys):
+    (repo / "profiles" / "tiny.yaml").write_text(
+        "profile: tiny\nextra: 1\nnotebooks:\n  good:\n    epochs: many\n    epoch: 2\n  ghost: {}\n")
+    assert main_reproduce(args(repo)) == 2
+    err = capsys.readouterr().err
+    for fragment in ("unknown top-level key 'extra'", "good: parameter 'epochs' expects int, got str ('many')",
+                     "good: unknown parameter 'epoch'", "unknown notebook 'ghost'",
+                     "notebook 'bad'", "missing from the profile"):
+        assert fragment in err
+    assert not (repo / "out").exists()
+    with pytest.raises(ProfileError):
+        reproduce("tiny", notebooks_dir=repo / "notebooks", out_dir=repo / "out")
+
+
+def test_only_unknown_name_lists_valid_names(repo, capsys):
+    with pytest.raises(ValueError, match="valid names: bad, good"):
+        reproduce("tiny", only=["nope"], notebooks_dir=repo / "notebooks", out_dir=repo / "out")
+    assert main_reproduce(args(repo, "--only", "nope")) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (repo / "out").exists()
+
+
+def test_list_prints_parameters(repo, capsys):
+    assert main_reproduce(args(repo, "--list")) == 0
+    out = capsys.readouterr().out
+    squeezed = [" ".join(line.split()) for line in out.splitlines()]
+    assert "good" in squeezed and "bad" in squeezed
+    assert "epochs : int = 3 (default 1) # epochs" in squeezed
+    assert "lr : float = 2 (default 0.5) # learning rate" in squeezed
+    assert "profile : str = 'tiny' (default 'custom') # profile name" in squeezed
+    assert "n : int = 7 (default 1) # a number" in squeezed
+
+
+def test_full_run_collects_failure_and_writes_status(repo, capsys):
+    before = dict(os.environ)
+    assert main_reproduce(args(repo)) == 1
+    assert dict(os.environ) == before                               # environment restored
+    printed = capsys.readouterr().out
+    assert "bad" in printed and "FAILED" in printed and "RuntimeError: boom 7" in printed
+    assert "1/2 ok" in printed
+
+    out = repo / "out"
+    # the failure did not stop the run: good ran after bad, with the profile's parameters
+    result = json.loads((out / "results" / "good.json").read_text())
+    assert result["epochs"] == 3 and result["lr"] == 2.0 and isinstance(result["lr"], float)
+    assert result["tags"] == ["x", "y"] and result["profile"] == "tiny"
+    assert Path(result["cwd"]) == (repo / "notebooks").resolve()
+    env = result["env"]
+    assert env["NRC_PROGRESS"] == "0" and env["NRC_PROFILE"] == "tiny"
+    assert env["NRC_RESULTS_DIR"] == str((out / "results").resolve())
+    assert env["NRC_CACHE_DIR"] == str((repo / ".nrc-cache").resolve())
+
+    # executed copies: both kept, parameters injected, the failed one holds the traceback
+    good = nbformat.read(str(out / "good.ipynb"), as_version=4)
+    injected = [c for c in good.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "epochs = 3" in injected[0].source and 'profile = "tiny"' in injected[0].source
+    bad = nbformat.read(str(out / "bad.ipynb"), as_version=4)
+    assert "boom 7" in json.dumps(bad.cells[-1].outputs) or "boom 7" in json.dumps([c.get("outputs") for c in bad.cells])
+
+    status = json.loads((out / "status.json").read_text())
+    assert status["profile"] == "tiny" and status["description"] == "two tiny notebooks"
+    assert status["profile_device"] == "cpu" and status["device"]
+    assert status["python"].count(".") == 2
+    assert set(status["versions"]) == {"torch", "numpy", "scipy", "pandas", "matplotlib", "papermill", "nrc"}
+    assert status["versions"]["papermill"].startswith("2.")
+    assert status["commit"] == "unknown"                            # tmp_path is not a git repository
+    assert status["started"].endswith("+00:00") and status["finished"]
+    entries = {e["name"]: e for e in status["notebooks"]}
+    assert [e["name"] for e in status["notebooks"]] == ["bad", "good"]   # profile order
+    assert entries["good"]["ok"] is True and entries["good"]["error"] is None
+    assert entries["bad"]["ok"] is False and "RuntimeError: boom 7" in entries["bad"]["error"]
+    assert all(e["seconds"] > 0 for e in entries.values())
+    assert entries["good"]["parameters"] == {"profile": "tiny", "epochs": 3, "lr": 2.0, "tags": ["x", "y"]}
+    assert status["total_seconds"] == pytest.approx(sum(e["seconds"] for e in entries.values()), abs=0.02)
+
+
+def test_only_merges_into_existing_status(repo, tmp_path):
+    out = repo / "out"
+    out.mkdir()
+    old = {"profile": "tiny", "notebooks": [
+        {"name": "bad", "seconds": 1.5, "ok": False, "error": "RuntimeError: old"},
+        {"name": "good", "seconds": 9.0, "ok": False, "error": "stale"}]}
+    (out / "status.json").write_text(json.dumps(old))
+    lines = []
+    report = reproduce("tiny", only=["good"], notebooks_dir=repo / "notebooks", out_dir=out, log=lines.append)
+    assert isinstance(report, RunReport) and report.ok and report.failures == {}
+    assert list(report.times) == ["good"] and report.times["good"] > 0
+    assert any(line.startswith("good") and line.rstrip().endswith("ok") for line in lines)
+    status = json.loads((out / "status.json").read_text())
+    entries = {e["name"]: e for e in status["notebooks"]}
+    assert [e["name"] for e in status["notebooks"]] == ["bad", "good"]
+    assert entries["bad"] == old["notebooks"][0]                    # kept as it was
+    assert entries["good"]["ok"] is True and entries["good"]["seconds"] != 9.0
+    assert status["total_seconds"] == pytest.approx(1.5 + entries["good"]["seconds"], abs=0.02)
+    assert not (out / "bad.ipynb").exists()                         # only 'good' ran
+
+
+def test_add_reproduce_arguments_mounts_as_subcommand():
+    import argparse
+    parser = argparse.ArgumentParser(prog="nrc")
+    sub = parser.add_subparsers(dest="command")
+    add_reproduce_arguments(sub.add_parser("reproduce"))
+    ns = parser.parse_args(["reproduce", "--only", "a", "--only", "b", "--timeout", "30"])
+    assert ns.only == ["a", "b"] and ns.timeout == 30.0 and ns.profile == "smoke"
+    assert ns.out == "book/executed" and ns.notebooks == "notebooks" and ns.kernel == "python3" and not ns.list

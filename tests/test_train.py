@@ -1,0 +1,177 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import nrc
+from nrc.train import data_order
+
+
+def _data(per_class=16, seed=0):
+    return nrc.make_gaussian_mixture(num_classes=3, dim=6, per_class=per_class, spread=0.5, seed=seed)
+
+
+def _reference(arch, data, member, config, steps_limit=None):
+    """One ordinary nn.Module trained with torch.optim.SGD on the same data order."""
+    params = nrc.init_params(arch, [member["seed"]], init_scale=config.init_scale)
+    model = nrc.to_module(arch, params, 0)
+    opt = torch.optim.SGD(model.parameters(), lr=member["lr"], momentum=config.momentum,
+                          weight_decay=member["weight_decay"])
+    N = data.x_train.shape[0]
+    B = min(config.batch_size, N)
+    steps = N // B
+    total = max(1, config.epochs * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
+    gen = data_order(member["seed"])
+    for _ in range(config.epochs):
+        perm = torch.randperm(N, generator=gen)
+        for b in range(steps):
+            idx = perm[b * B:(b + 1) * B]
+            out = model(data.x_train[idx])
+            if config.loss == "ce":
+                loss = torch.nn.functional.cross_entropy(out, data.y_train[idx])
+            else:
+                t = torch.nn.functional.one_hot(data.y_train[idx], arch.num_classes).float()
+                loss = 0.5 * ((out - t) ** 2).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model
+
+
+@pytest.mark.parametrize("loss,bias", [("ce", True), ("mse", False)])
+def test_stacked_trainer_reproduces_independent_modules(loss, bias):
+    data = _data()
+    arch = nrc.Architecture((6, 16, 16, 3), activation="relu", bias=bias)
+    config = nrc.TrainConfig(loss=loss, epochs=4, batch_size=8, lr=0.05, momentum=0.9)
+    members = [{"weight_decay": 1e-3, "seed": 3, "lr": 0.05}, {"weight_decay": 3e-2, "seed": 7, "lr": 0.1}]
+    sweep = nrc.train(arch, data, members, config, device="cpu", progress=False)
+    for m, member in enumerate(members):
+        ref = _reference(arch, data, member, config)
+        linears = [l for l in ref if isinstance(l, torch.nn.Linear)]
+        for l, lin in enumerate(linears, start=1):
+            torch.testing.assert_close(sweep.params[f"W{l}"][m], lin.weight.detach(), rtol=1e-5, atol=1e-6)
+            if bias:
+                torch.testing.assert_close(sweep.params[f"b{l}"][m], lin.bias.detach(), rtol=1e-5, atol=1e-6)
+    # and the members really moved away from their initialisation
+    init = nrc.init_params(arch, [3, 7])
+    assert float((sweep.params["W1"] - init["W1"]).abs().max()) > 1e-3
+
+
+def test_member_result_does_not_depend_on_its_companions():
+    data = _data()
+    arch = nrc.Architecture((6, 12, 3))
+    config = nrc.TrainConfig(epochs=3, batch_size=8)
+    alone = nrc.train(arch, data, [{"weight_decay": 1e-3, "seed": 5}], config, progress=False)
+    crowd = nrc.train(arch, data, nrc.grid(weight_decay=[0.0, 1e-3, 1e-1], seed=[4, 5]), config, progress=False)
+    idx = [i for i, m in enumerate(crowd.members) if m["weight_decay"] == 1e-3 and m["seed"] == 5][0]
+    for k in alone.params:
+        torch.testing.assert_close(crowd.params[k][idx], alone.params[k][0], rtol=1e-6, atol=1e-7)
+
+
+def test_weight_decay_shrinks_weights_and_per_member_data():
+    arch = nrc.Architecture((6, 12, 3))
+    config = nrc.TrainConfig(epochs=5, batch_size=8)
+    datasets = [_data(seed=0), _data(seed=1)]
+    sweep = nrc.train(arch, datasets, [{"weight_decay": 0.0}, {"weight_decay": 0.5}], config, progress=False)
+    norms = sweep.params["W1"].flatten(1).norm(dim=1)
+    assert norms[1] < norms[0]
+    assert sweep.history["loss"].shape == (5, 2)
+
+
+def test_diverged_member_is_marked_and_isolated():
+    data = _data()
+    arch = nrc.Architecture((6, 12, 3))
+    config = nrc.TrainConfig(loss="mse", epochs=3, batch_size=8, schedule="constant")
+    members = [{"weight_decay": 1e-3, "lr": 0.05}, {"weight_decay": 1e-3, "lr": 1e4}]
+    sweep = nrc.train(arch, data, members, config, progress=False)
+    assert sweep.diverged.tolist() == [False, True]
+    assert torch.isfinite(sweep.params["W1"][0]).all()
+    assert torch.isnan(sweep.params["W1"][1]).all()
+    solo = nrc.train(arch, data, members[:1], config, progress=False)
+    torch.testing.assert_close(sweep.params["W2"][0], solo.params["W2"][0])
+    analysis = nrc.analyze(sweep, data)
+    assert analysis.members["diverged"].tolist() == [False, True]
+    assert set(analysis.sites["member"]) == {0}
+
+
+def test_killed_sweep_resumes_from_checkpoint(tmp_path):
+    data = _data()
+    arch = nrc.Architecture((6, 12, 3))
+    members = nrc.grid(weight_decay=[1e-3, 1e-2], seed=0)
+    full = nrc.train(arch, data, members, nrc.TrainConfig(epochs=6, batch_size=8), progress=False)
+    ckpt = tmp_path / "run.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_four(epoch, params, diverged):
+        if epoch == 3:
+            raise Killed
+
+    config = nrc.TrainConfig(epochs=6, batch_size=8, checkpoint_every=2)
+    with pytest.raises(Killed):
+        nrc.train(arch, data, members, config, checkpoint=ckpt, progress=False, callback=kill_after_four)
+    assert ckpt.exists()
+    seen = []
+    resumed = nrc.train(arch, data, members, config, checkpoint=ckpt, progress=False,
+                        callback=lambda e, p, d: seen.append(e))
+    assert seen == [4, 5]  # epochs 0-3 were not redone (checkpoint at epoch 4)
+    assert not ckpt.exists()
+    for k in full.params:
+        torch.testing.assert_close(resumed.params[k], full.params[k])
+    np.testing.assert_allclose(resumed.history["loss"], full.history["loss"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"loss": "hinge"}, "loss must be one of"),
+    ({"epochs": -1}, "epochs must be >= 0"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+    ({"refine": "adam"}, "refine must be one of"),
+    ({"lr": 0}, "lr must be > 0"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        nrc.TrainConfig(**kwargs)
+
+
+def test_member_and_architecture_validation():
+    data = _data()
+    arch = nrc.Architecture((6, 8, 3))
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        nrc.train(arch, data, [{"weight_decay": -1.0}], progress=False)
+    with pytest.raises(ValueError, match="unknown scalar"):
+        nrc.train(arch, data, [{"weight_decay": 0.1, "dropout": 0.5}], progress=False)
+    with pytest.raises(ValueError, match="3 classes but the network has 4"):
+        nrc.train(nrc.Architecture((6, 8, 4)), data, [{"weight_decay": 0.1}], progress=False)
+    with pytest.raises(ValueError, match="widths must all be >= 1"):
+        nrc.Architecture((6, 0, 3))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        nrc.Architecture((6, 8, 3), activation="swish")
+    with pytest.raises(ValueError, match="residual network"):
+        nrc.Architecture((6, 8, 9, 3), residual=True)
+
+
+def test_lbfgs_refinement_reaches_stationarity():
+    # the setting of SPEC section 4.4 (K=4, n=30, d0=10, MLP 10-32-32-32-4, MSE, no bias)
+    data = nrc.make_gaussian_mixture(num_classes=4, dim=10, per_class=30, spread=0.7, seed=0)
+    arch = nrc.Architecture((10, 32, 32, 32, 4))
+    config = nrc.TrainConfig(loss="mse", epochs=0, refine="lbfgs", refine_steps=2000)
+    sweep = nrc.train(arch, data, [{"weight_decay": 0.1}], config, progress=False)
+    assert sweep.params["W1"].dtype == torch.float64
+    sites = nrc.analyze(sweep, data).sites
+    assert sites["stationarity"].max() < 1e-4
+    # Lemma A4: balanced Frobenius norms at stationarity (ReLU, no bias)
+    assert sites["frob"].std() / sites["frob"].mean() < 1e-4
+
+
+def test_residual_network_trains_and_has_w_and_v_sites():
+    data = _data()
+    arch = nrc.Architecture((6, 10, 10, 10, 3), residual=True, bias=True)
+    sweep = nrc.train(arch, data, [{"weight_decay": 1e-2}], nrc.TrainConfig(epochs=3, batch_size=8), progress=False)
+    sites = nrc.analyze(sweep, data).sites
+    assert list(sites["site"]) == ["W1", "W2", "V2", "W3", "V3", "W4"]
+    assert (sites["dK"] <= sites["bound"] * (1 + 1e-9)).all()
