@@ -90,8 +90,12 @@ def error_outputs(nb_path: Path) -> list[str]:
     """Descriptions of the error outputs (and papermill's failure flag) of an executed notebook."""
     nb = json.loads(Path(nb_path).read_text(encoding="utf8"))
     found = []
-    if nb.get("metadata", {}).get("papermill", {}).get("exception"):
-        found.append("papermill recorded an exception")
+    pm = nb.get("metadata", {}).get("papermill")
+    if isinstance(pm, dict):
+        if pm.get("exception"):
+            found.append("papermill recorded an exception")
+        if "end_time" in pm and not pm.get("end_time"):
+            found.append("papermill did not finish executing it (still running, or killed)")
     for i, cell in enumerate(nb.get("cells", [])):
         for out in cell.get("outputs", []) or []:
             if out.get("output_type") == "error":
@@ -111,6 +115,9 @@ def check_executed(executed_dir=EXECUTED, names=None, root=".") -> list[str]:
     if status is None:
         problems.append(f"{ex / 'status.json'} is missing or unreadable; {hint}")
     else:
+        if "finished" in status and not status.get("finished"):
+            problems.append(f"{ex / 'status.json'}: the run did not finish (no 'finished' time); "
+                            "rerun `nrc reproduce`")
         for row in status.get("notebooks", []):
             if not row.get("ok", False):
                 err = str(row.get("error") or "no error message").strip().splitlines()
@@ -134,7 +141,7 @@ def check_executed(executed_dir=EXECUTED, names=None, root=".") -> list[str]:
 class _Param:
     name: str
     type: str
-    default: str
+    default: object
     help: str
 
 
@@ -151,14 +158,23 @@ def _parse_parameters_source(src: str) -> dict[str, _Param]:
     out = {}
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            default = ast.get_source_segment(src, node.value) if node.value is not None else ""
+            default = _literal(src, node.value)
             help_ = comments.get(node.end_lineno) or comments.get(node.lineno) or ""
             out[node.target.id] = _Param(node.target.id, ast.get_source_segment(src, node.annotation),
                                          default, help_)
         elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            out[node.targets[0].id] = _Param(node.targets[0].id, "", ast.get_source_segment(src, node.value),
+            out[node.targets[0].id] = _Param(node.targets[0].id, "", _literal(src, node.value),
                                              comments.get(node.end_lineno, ""))
     return out
+
+
+def _literal(src: str, node):
+    if node is None:
+        return None
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ast.get_source_segment(src, node)
 
 
 def _parameters_cell(nb_path: Path) -> str | None:
@@ -178,6 +194,16 @@ def notebook_parameters(path) -> dict:
     except ImportError:
         src = _parameters_cell(Path(path))
         return _parse_parameters_source(src) if src else {}
+
+
+def _same(a, b) -> bool:
+    """Equal as parameter values (tuples and lists alike, ints and floats alike)."""
+    def norm(v):
+        return json.dumps(v, sort_keys=True, default=str) if not isinstance(v, (int, float)) else float(v)
+    try:
+        return norm(a) == norm(b)
+    except (TypeError, ValueError):
+        return a == b
 
 
 def _papermill_parameters(nb_path: Path) -> dict:
@@ -209,12 +235,15 @@ def _code(text) -> str:
 
 
 def _doc(name: str, title: str | None = None) -> str:
-    return f"{{doc}}`{_md(title or name)} </{EXECUTED}/{name}>`"
+    title = "".join(c for c in str(title or name) if c not in "`<>\\")
+    return f"{{doc}}`{title} </{EXECUTED}/{name}>`"
 
 
 def _list_table(header: list[str], rows: list[list[str]], name: str | None = None,
-                widths: str = "auto") -> str:
+                widths: str = "auto", css_class: str | None = None) -> str:
     lines = ["```{list-table}", ":header-rows: 1", f":widths: {widths}"]
+    if css_class:
+        lines.append(f":class: {css_class}")
     if name:
         lines.append(f":name: {name}")
     lines.append("")
@@ -236,14 +265,20 @@ def _fmt_seconds(s) -> str:
     return f"{s:.1f}" if s < 600 else f"{s:.0f} ({s / 60:.1f} min)"
 
 
-def _provenance(status: dict | None, result: dict | None = None) -> dict:
-    """profile, device, commit, dirty of a page: the notebook's own record, else the run's."""
+def _provenance(status: dict | None, result: dict | None = None, name: str | None = None) -> dict:
+    """profile, device, commit, dirty of a page.
+
+    For a notebook page: its own ``results/NAME.json`` record, else its entry in ``status.json``;
+    for the other pages (and missing fields): the run recorded in ``status.json``.
+    """
     meta = (result or {}).get("meta", {}) or {}
     st = status or {}
+    entry = next((e for e in st.get("notebooks", []) if isinstance(e, dict) and e.get("name") == name), {}) \
+        if name else {}
     return {
-        "profile": (result or {}).get("profile") or st.get("profile") or "unknown",
+        "profile": (result or {}).get("profile") or entry.get("profile") or st.get("profile") or "unknown",
         "device": meta.get("device") or st.get("device") or "unknown device",
-        "commit": meta.get("commit") or st.get("commit") or "unknown",
+        "commit": meta.get("commit") or entry.get("commit") or st.get("commit") or "unknown",
         "dirty": meta.get("dirty", st.get("dirty", False)),
     }
 
@@ -307,12 +342,12 @@ def _status_page(status: dict | None, names: list[str], executed_dir: Path) -> s
         r = rows_by_name.get(name)
         link = _doc(name) if name in names else _md(name)
         if r is None:
-            rows.append([link, "", "not in this run", "executed notebook kept from an earlier run"])
+            rows.append([link, "", "", "not recorded", "not in status.json (kept from an earlier run?)"])
             continue
         err = str(r.get("error") or "").strip().splitlines()
-        rows.append([link, _fmt_seconds(r.get("seconds")), "yes" if r.get("ok") else "**no**",
-                     _md(err[-1]) if err else ""])
-    out.append(_list_table(["Notebook", "Seconds", "OK", "Error"], rows, name="status-table"))
+        rows.append([link, _md(r.get("profile", prov["profile"])), _fmt_seconds(r.get("seconds")),
+                     "yes" if r.get("ok") else "**no**", _md(err[-1]) if err else ""])
+    out.append(_list_table(["Notebook", "Profile", "Seconds", "OK", "Error"], rows, name="status-table"))
     versions = status.get("versions") or {}
     if versions:
         out += ["", "## Package versions", "",
@@ -349,20 +384,19 @@ def _parameters_page(names: list[str], executed_dir: Path, notebooks_dir: Path, 
             continue
         rows = []
         for pname, p in params.items():
-            default = str(getattr(p, "default", ""))
+            default = getattr(p, "default", None)
             if pname in used:
-                val = repr(used[pname]) if isinstance(used[pname], str) else json.dumps(used[pname])
-                differs = val.strip("'\"") != default.strip("'\"")
-                shown = _code(val)
-                shown = f"**{shown}**" if differs else shown
+                shown = _code(repr(used[pname]))
+                if not _same(used[pname], default):
+                    shown = f"**{shown}**"
             else:
                 shown = "(default)"
             ptype = getattr(p, "type", "")
             ptype = getattr(ptype, "__name__", ptype)
-            rows.append([_code(pname), _code(ptype), _code(default), shown, _md(getattr(p, "help", ""))])
+            rows.append([_code(pname), _code(ptype), _code(repr(default)), shown, _md(getattr(p, "help", ""))])
         extra = [k for k in used if k not in params]
         for k in extra:
-            rows.append([_code(k), "", "", _code(json.dumps(used[k])), "injected but not declared"])
+            rows.append([_code(k), "", "", _code(repr(used[k])), "injected but not declared"])
         out += [_list_table(["Name", "Type", "Default", "This build", "Help"], rows,
                             name=f"params-{name.replace('_', '-')}"), ""]
     return "\n".join(out) + "\n"
@@ -409,14 +443,16 @@ def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[st
             bad = [f"{_md(nb)}: {_md(c.get('what', ''))}" for nb, c in found if not c.get("passed")]
             verdict = "**differs**: " + "; ".join(bad)
             tally["differs"] += 1
-        rows.append([str(n), _md(cl["statement"]), _md(cl["grade"]), _md(cl.get("paper", "")),
+        # statement, grade and paper come from book/claims.yaml (ours, MyST markdown with math)
+        source = f"**{_md(cl['grade'])}**\n\n" + " ".join(str(cl.get("paper", "")).split())
+        rows.append([str(n), " ".join(str(cl["statement"]).split()), source,
                      "\n\n".join(measured) if measured else "", verdict])
     prov = _provenance(status)
     out = ["# Claim scorecard", "",
            "One row per quantitative claim of our restatement of the paper (its abstracts, plus our "
            "reconstructed theorems). *Grade* says where the claim comes from: FOUND-v1/v2/v3 means "
            "stated in that arXiv version's abstract (paraphrased), SECONDARY a third-party summary, "
-           "INFERRED our own reconstruction with a proof. *Paper states* gives the level at which "
+           "INFERRED our own reconstruction with a proof; below the grade is the level at which "
            "the paper itself makes the claim, as far as we know. The measured values are **ours**, "
            "from the experiments and checks of this companion (our design, not the paper's settings, "
            "which were not available to us); they are never the paper's numbers.", "",
@@ -425,8 +461,8 @@ def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[st
            f"{tally['context only']} context only. A small profile (such as `smoke`) runs tiny "
            "versions of the experiments, so a trend claim can differ there and hold with "
            "`--profile paper`.", "",
-           _list_table(["#", "Claim", "Grade", "Paper states", "Measured here", "Verdict"], rows,
-                       name="scorecard-table", widths="4 24 10 18 28 16")]
+           _list_table(["No.", "Claim", "Grade; what the paper states", "Measured here", "Verdict"], rows,
+                       name="scorecard-table", widths="6 32 20 27 15", css_class="nrc-fixed")]
     return "\n".join(out) + "\n"
 
 
@@ -562,21 +598,26 @@ def _page_context(app, pagename, templatename, context, doctree):
         cache.clear()
         cache.update(dir=str(executed), status=load_status(executed), results=load_results(executed))
     status, results = cache["status"], cache["results"]
-    result = None
+    result = name = None
     if pagename.startswith(EXECUTED + "/"):
-        result = results.get(pagename.rsplit("/", 1)[-1])
+        name = pagename.rsplit("/", 1)[-1]
+        result = results.get(name)
     pathto = context.get("pathto")
     status_uri = pathto("book/generated/status") if pathto and "book/generated/status" in app.env.all_docs else None
     if status is None and result is None:
         context["theme_announcement"] = ("<span class=\"nrc-provenance\">Built without a recorded run "
                                          "(no book/executed/status.json)</span>")
     else:
-        context["theme_announcement"] = _banner_html(_provenance(status, result), status_uri)
-    # Launch buttons: the executed copy is not in the repository; open the source notebook.
+        context["theme_announcement"] = _banner_html(_provenance(status, result, name), status_uri)
+    # Launch buttons (Binder, Colab): the executed copy is not in the repository, so open the
+    # source notebook instead. Only the external launch links; the download button keeps the
+    # executed notebook.
     for group in context.get("header_buttons", []) or []:
+        if group.get("label") != "launch-buttons":
+            continue
         for button in group.get("buttons", []) or []:
             url = button.get("url")
-            if isinstance(url, str) and EXECUTED + "/" in url:
+            if isinstance(url, str) and url.startswith("http") and EXECUTED + "/" in url:
                 button["url"] = url.replace(EXECUTED + "/", "notebooks/")
 
 

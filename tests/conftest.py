@@ -10,6 +10,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 EXECUTED = REPO / "book" / "executed"
 
+# Offline data: MNIST lies in ../shared/data beside a checkout of this project (see README).
+if not os.environ.get("NRC_DATA") and (REPO.parent / "shared" / "data").is_dir():
+    os.environ["NRC_DATA"] = str(REPO.parent / "shared" / "data")
+os.environ.setdefault("NRC_PROGRESS", "0")
+
 
 @pytest.fixture(scope="session")
 def smoke_records() -> dict:
