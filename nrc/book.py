@@ -305,7 +305,14 @@ def _build_info_page(status: dict | None, names: list[str]) -> str:
         f"* Device: {_md(prov['device'])}",
         f"* Commit: {_code(_commit_text(prov))}",
         f"* Run started: {_md(status.get('started', 'unknown'))}; "
-        f"{ok} of {len(names)} notebooks ran in this run, total {_fmt_seconds(status.get('total_seconds'))} s",
+        f"{ok} of {len(names)} notebooks ran without error, in {_fmt_seconds(status.get('total_seconds'))} s",
+    ]
+    others = sorted({str(r.get("profile")) for r in rows.values()
+                     if r.get("profile") and r.get("profile") != prov["profile"]})
+    if others:
+        lines.append(f"* Some notebooks come from an earlier run with profile {_md(', '.join(others))}: "
+                     "each notebook page's banner says which")
+    lines += [
         "",
         f"Details: {{doc}}`execution status </book/generated/status>`, "
         f"{{doc}}`parameters </book/generated/parameters>`, "
