@@ -10,7 +10,7 @@ from .data import (DATASETS, Dataset, load_cifar10, load_dataset, load_fashion_m
                    make_gaussian_mixture)
 from . import plots
 from .models import ACTIVATIONS, Architecture, forward, from_module, init_params, to_module
-from .results import ResultStore, check, environment, record, results_dir, save_table
+from .results import ResultStore, check, environment, record, results_dir, save_run, save_table
 from .spectra import dist_to_rank, energy_rank, numerical_rank, relative_dist_to_rank, svdvals
 from .theorem import SITE_COLUMNS, site_quantities
 from .train import Sweep, TrainConfig, grid, member_losses, regularized_loss, train
@@ -23,6 +23,6 @@ __all__ = [
     "energy_rank", "environment", "forward", "from_module", "grid", "init_params", "kmeans",
     "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "make_gaussian_mixture",
     "member_losses", "nc1", "nc2", "numerical_rank", "one_hot", "record", "regularized_loss",
-    "relative_dist_to_rank", "results_dir", "save_table", "site_quantities", "svdvals", "tcv",
+    "relative_dist_to_rank", "results_dir", "save_run", "save_table", "site_quantities", "svdvals", "tcv",
     "to_module", "train", "within_class", "within_total_ratio",
 ]

@@ -143,7 +143,7 @@ def run_sweep(args) -> int:
 
     from .analysis import analyze
     from .data import load_dataset
-    from .results import ResultStore, environment
+    from .results import ResultStore, save_run
     from .train import train
 
     try:
@@ -184,16 +184,8 @@ def run_sweep(args) -> int:
         print(m)
     print(f"\ntrained in {sweep.seconds:.1f} s on {sweep.device}")
     if o["out"]:
-        out = Path(o["out"])
-        out.mkdir(parents=True, exist_ok=True)
-        analysis.tidy().to_csv(out / "tidy.csv", index=False)
-        analysis.members.to_csv(out / "members.csv", index=False)
-        analysis.spectra.to_csv(out / "spectra.csv", index=False)
-        meta = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in o.items()},
-                "architecture": arch.to_dict(), "config": config.to_dict(), "members": sweep.members,
-                "train_seconds": sweep.seconds, "train_device": sweep.device, **environment()}
-        (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        print(f"wrote {out}/tidy.csv, members.csv, spectra.csv, meta.json")
+        save_run(o["out"], sweep, analysis, options={k: str(v) if isinstance(v, Path) else v for k, v in o.items()})
+        print(f"wrote {o['out']}/tidy.csv, members.csv, spectra.csv, meta.json")
     return 0
 
 

@@ -28,7 +28,8 @@ from .data import Dataset
 from .models import Architecture
 from .train import Sweep, TrainConfig, _atomic_save, _validate_members, train
 
-__all__ = ["ResultStore", "environment", "record", "check", "save_table", "results_dir", "fingerprint"]
+__all__ = ["ResultStore", "environment", "record", "check", "save_table", "save_run", "results_dir",
+           "fingerprint"]
 
 #: Bump when a change to the trainer changes results, so old cache entries are not reused.
 TRAINER_VERSION = 1
@@ -215,3 +216,25 @@ def save_table(df: pd.DataFrame, notebook: str, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return path
+
+
+def save_run(path, sweep: Sweep, analysis, **extra) -> Path:
+    """Save one analysed sweep: the tidy table ``member x layer x metric`` plus its metadata.
+
+    Writes ``tidy.csv``, ``members.csv``, ``spectra.csv`` and ``meta.json`` (architecture, full
+    training config, members with their seeds, device, library versions, git commit, and any
+    ``extra`` JSON-able items) under ``path``; files are written whole (temp file + rename).
+    """
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"architecture": sweep.arch.to_dict(), "config": sweep.config.to_dict(), "members": sweep.members,
+            "diverged": [bool(d) for d in sweep.diverged], "train_seconds": sweep.seconds,
+            "train_device": sweep.device, **extra, **environment()}
+    for name, df in (("tidy", analysis.tidy()), ("members", analysis.members), ("spectra", analysis.spectra)):
+        tmp = out / f".{name}.csv.tmp"
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, out / f"{name}.csv")
+    tmp = out / ".meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp, out / "meta.json")
+    return out
