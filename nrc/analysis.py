@@ -27,7 +27,7 @@ class Analysis:
     Attributes
     ----------
     sites : DataFrame
-        One row per (member, weight matrix): member scalars plus :data:`nrc.theorem.SITE_COLUMNS`.
+        One row per (member, weight matrix): member scalars plus ``SITE_COLUMNS``.
     members : DataFrame
         One row per member: scalars, losses, accuracies, ``diverged``.
     spectra : DataFrame
@@ -162,7 +162,7 @@ def analyze_model(model: torch.nn.Module, data: Dataset, *, loss: str = "ce", we
     ----------
     model : torch.nn.Module
         An ``nn.Sequential`` of ``Linear`` layers and one kind of activation
-        (see :func:`nrc.models.from_module`).
+        (see ``nrc.from_module``).
     data : Dataset
         The training data the model was fitted on (the bound is about the training loss).
     loss : {"ce", "mse"}

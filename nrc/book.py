@@ -125,12 +125,14 @@ def check_executed(executed_dir=EXECUTED, names=None, root=".") -> list[str]:
     for name in names:
         p = ex / f"{name}.ipynb"
         if not p.exists():
-            problems.append(f"{name}: executed notebook {p} is missing; {hint}")
+            problems.append(f"{name}: executed notebook {p} is missing")
             continue
         try:
             problems += [f"{name}: {e}" for e in error_outputs(p)]
         except (OSError, ValueError) as e:
             problems.append(f"{name}: cannot read {p}: {e}")
+    if any(p.endswith(" is missing") for p in problems):
+        problems.append(f"to fix: {hint}")
     return problems
 
 

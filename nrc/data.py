@@ -4,7 +4,7 @@ Every loader returns a :class:`Dataset` whose tensors already sit on the request
 samples as rows (``x`` of shape ``(N, d)``) and ``int64`` labels ``0..K-1`` (see ``DESIGN.md``).
 
 The real datasets are read from files in torchvision's standard layouts under a data root
-(:func:`data_root`); nothing touches the network unless ``download=True`` is passed. The idx and
+(``data_root``); nothing touches the network unless ``download=True`` is passed. The idx and
 CIFAR pickle formats are parsed here with NumPy, so torchvision is not a dependency.
 """
 
@@ -156,7 +156,7 @@ class Dataset:
     num_classes : int
         Number of classes ``K``.
     name : str
-        Canonical dataset name, one of :data:`DATASETS`.
+        Canonical dataset name, one of ``DATASETS``.
     info : dict
         JSON-friendly provenance: generation parameters or source files, subset sizes,
         standardisation statistics.
@@ -304,7 +304,7 @@ def make_gaussian_mixture(
     """Sample a balanced isotropic Gaussian mixture.
 
     Each sample is ``centre_k + spread * eps`` with ``eps ~ N(0, I_dim)`` and the centres from
-    :func:`gaussian_mixture_centers`. Samples are ordered class by class.
+    ``gaussian_mixture_centers``. Samples are ordered class by class.
 
     Three independent random streams are derived from ``seed``: centres, training noise and test
     noise. Hence the centres ignore ``spread``/``per_class``, the training set ignores
@@ -664,7 +664,7 @@ _LOADER_DOC = """
     Parameters
     ----------
     root : path-like, optional
-        Data root; defaults to ``$NRC_DATA``, then ``~/.cache/nrc/data`` (see :func:`data_root`).
+        Data root; defaults to ``$NRC_DATA``, then ``~/.cache/nrc/data`` (see ``data_root``).
     per_class : int, optional
         Take a balanced training subset of this many samples per class: the first ``per_class``
         of each class after a permutation seeded by ``seed``. ``None`` keeps the whole split.
@@ -733,7 +733,7 @@ def load_mnist(
 @_loader_doc(
     """Load Fashion-MNIST from ``<root>/FashionMNIST/raw/``, else Debian's package directory.
 
-    The fallback :data:`DEBIAN_FASHION_MNIST_DIR` (``apt-get install dataset-fashion-mnist``) is
+    The fallback ``DEBIAN_FASHION_MNIST_DIR`` (``apt-get install dataset-fashion-mnist``) is
     searched only when the root lacks the files; downloads always go to the root.
 """
 )

@@ -54,7 +54,7 @@ class Architecture:
         ``(d_0, d_1, ..., d_L)``: input dimension, hidden widths, number of outputs.
         Residual networks need equal hidden widths ``d_1 = ... = d_{L-1}``.
     activation : str
-        One of :data:`ACTIVATIONS`.
+        One of ``ACTIVATIONS``.
     bias : bool
         Whether layers have biases.
     residual : bool
@@ -169,7 +169,7 @@ def forward(arch: Architecture, params: dict[str, torch.Tensor], x: torch.Tensor
         Stacked parameters, leading axis ``M``.
     x : Tensor, shape (N, d_0) shared by all members, or (M, N, d_0)
     record : bool
-        Also return the list of :class:`Site` (input and pre-activation of every weight).
+        Also return the list of ``Site`` (input and pre-activation of every weight).
 
     Returns
     -------

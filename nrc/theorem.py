@@ -99,7 +99,7 @@ def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torc
     -------
     pandas.DataFrame
         One row per (member, site) with columns ``member``, ``site``, ``layer`` (1-based
-        position in forward order) and the quantities of :data:`SITE_COLUMNS`; members are
+        position in forward order) and the quantities of ``SITE_COLUMNS``; members are
         indexed 0..M-1 as in ``params``.
     """
     M = next(iter(params.values())).shape[0]
