@@ -32,8 +32,8 @@ EXPERIMENT_PAGE = "book/executed/e1_rank_vs_weight_decay.html"
 # fixtures
 
 @pytest.fixture(scope="module")
-def site() -> Path:
-    """Build the book from the executed notebooks; the path of the HTML output."""
+def site(smoke_records) -> Path:
+    """Build the book from the executed notebooks (the smoke run); the path of the HTML output."""
     if not (EXECUTED / "status.json").exists():
         pytest.fail(f"no executed notebooks in {EXECUTED}: run `nrc reproduce --profile smoke` first")
     from nrc.book import build_book

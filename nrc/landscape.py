@@ -1,0 +1,635 @@
+"""Optimality of collapse, loss paths and the class-level reduced problem (SPEC 3.6 B, C, D).
+
+The paper's statements of these results (v2/v3) were NOT FOUND; the constructions here are ours
+and test the abstract-level claims 11-13 of SPEC section 6:
+
+* **B, DNC1 optimality** -- :func:`min_norm_weights`, :func:`collapse_costs`,
+  :func:`ridge_readout`. Elementary fact: ``{W : W z_i = t_{c(i)}}`` equals
+  ``{W : W mu_k = t_k} ∩ {W : W R = 0}``, so the minimum norm can only grow when the inputs of a
+  layer are spread within their classes.
+* **C, loss paths** -- :func:`descent_path`, :func:`collapse_path`, :func:`path_values`,
+  :func:`barrier`, :func:`max_rise`: piecewise-linear paths in parameter space and the
+  regularised loss ``L_lambda`` along them.
+* **D, forecast** -- :func:`solve_reduced_problem`, :func:`compare_spectra`: the network trained
+  on the ``K`` class-mean inputs only (each hidden layer then sees ``K`` points), whose spectra
+  forecast those of the network trained on the full data.
+
+Conventions follow ``DESIGN.md``: samples are rows, ``W`` has shape ``(d_out, d_in)``, metrics
+are float64. Unlike the rest of ``nrc``, these functions take the parameters of ONE network as a
+dict of unstacked tensors ``{"W1": (d1, d0), ...}`` (see :func:`member_params`). Feed-forward
+architectures only.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .collapse import class_means, one_hot, within_class
+from .models import ACTIVATIONS, Architecture, forward, init_params
+from .train import member_losses
+
+__all__ = [
+    "member_params", "min_norm_weights", "collapse_costs", "ridge_readout", "residual_projector",
+    "regularized_objective", "hidden_tcv", "descent_path", "collapse_path", "straight_path",
+    "path_values", "barrier", "max_rise", "solve_reduced_problem", "compare_spectra",
+]
+
+_F64 = torch.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_feedforward(arch: Architecture):
+    if arch.residual:
+        raise ValueError("nrc.landscape supports feed-forward architectures only (residual=False)")
+
+
+def member_params(sweep, member: int, device=None) -> dict[str, torch.Tensor]:
+    """Parameters of one member of a trained :class:`nrc.Sweep`, unstacked, float64.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    member : int
+        Index of the member in ``sweep.members``.
+    device : str or torch.device, optional
+        Where to put them (default: CPU). The data passed with them must live there too.
+
+    Returns
+    -------
+    dict of Tensor
+        ``{"W1": (d1, d0), ..., "b1": (d1,), ...}``.
+    """
+    if not 0 <= member < sweep.num_members:
+        raise ValueError(f"member must be in [0, {sweep.num_members - 1}], got {member}")
+    if bool(np.asarray(sweep.diverged)[member]):
+        raise ValueError(f"member {member} diverged; its parameters are NaN")
+    return {k: v[member].detach().to(device or "cpu", _F64).clone() for k, v in sweep.params.items()}
+
+
+def _stack(params: dict) -> dict:
+    return {k: v.unsqueeze(0) for k, v in params.items()}
+
+
+def _check_params(arch: Architecture, params: dict):
+    for name, d_out, d_in in arch.sites():
+        if name not in params:
+            raise ValueError(f"params lacks {name}")
+        if tuple(params[name].shape) != (d_out, d_in):
+            raise ValueError(f"{name} must have shape {(d_out, d_in)} (one unstacked network), "
+                             f"got {tuple(params[name].shape)}")
+
+
+def _features(arch: Architecture, params: dict, x: torch.Tensor):
+    """Inputs ``U_l`` and pre-activations ``A_l`` of every weight (float64, samples as rows)."""
+    _check_feedforward(arch)
+    _check_params(arch, params)
+    p = _stack({k: v.to(_F64) for k, v in params.items()})
+    with torch.no_grad():
+        _, sites = forward(arch, p, torch.as_tensor(x).to(_F64), record=True)
+    return [s.input[0] for s in sites], [s.output[0] for s in sites]
+
+
+# ----------------------------------------------------------------------------------------------
+# B. minimum-norm weights and the cost of collapse
+
+
+def min_norm_weights(Z, T, *, rcond: float = 1e-10) -> tuple[torch.Tensor, float]:
+    """Minimum-Frobenius-norm ``W`` with ``Z W^T = T`` (least squares if inconsistent).
+
+    Parameters
+    ----------
+    Z : Tensor, shape (n, d)
+        Inputs of the layer, one row per sample (or per class).
+    T : Tensor, shape (n, p)
+        Required outputs.
+    rcond : float
+        Relative cut-off of the pseudo-inverse's singular values.
+
+    Returns
+    -------
+    W : Tensor, shape (p, d), float64
+        ``W = (Z^+ T)^T``; its rows lie in the span of the rows of ``Z``.
+    residual : float
+        ``||Z W^T - T||_F / ||T||_F``: 0 (to rounding) when the constraints are consistent.
+    """
+    Z = torch.as_tensor(Z).to(_F64)
+    T = torch.as_tensor(T).to(_F64)
+    if Z.ndim != 2 or T.ndim != 2 or Z.shape[0] != T.shape[0]:
+        raise ValueError(f"Z (n, d) and T (n, p) must share n, got {tuple(Z.shape)} and {tuple(T.shape)}")
+    if not rcond > 0:
+        raise ValueError(f"rcond must be > 0, got {rcond}")
+    W = (torch.linalg.pinv(Z, rtol=rcond) @ T).T
+    tn = float(T.norm())
+    res = float((Z @ W.T - T).norm()) / tn if tn > 0 else float((Z @ W.T).norm())
+    return W, res
+
+
+def collapse_costs(arch: Architecture, params: dict, x, labels, *, rcond: float = 1e-10) -> list[dict]:
+    """Downstream minimum-norm costs before and after collapsing the features after layer ``l0``.
+
+    For every hidden layer ``l0 = 1..L-1`` and every downstream weight ``W_l`` (``l > l0``):
+
+    * ``trained``: ``||W_l||_F^2`` of the given network;
+    * ``before``: ``min ||W||_F^2`` s.t. ``W U_{l,i} = a_{l,i}`` for every sample ``i`` -- the
+      layer reproduces the network's own pre-activations (or logits) from the network's own,
+      within-class spread inputs. ``before <= trained``, with equality at a stationary point of
+      ``L_lambda`` (there the rows of ``W_l`` lie in the span of its inputs);
+    * ``layerwise``: ``min ||W||_F^2`` s.t. ``W mu_{l-1,k} = abar_{l,k}`` for every class ``k``
+      (class means of the inputs map to class means of the pre-activations). Since
+      ``W U = A`` implies ``W M = Abar`` (average over each class), the feasible set only grows,
+      so ``layerwise <= before`` always;
+    * ``chain``: the forward-consistent collapsed network. The features after ``l0`` are replaced
+      by their class means ``mu_{l0,k}``; then layer by layer ``W~_l`` is the minimum-norm map
+      from the collapsed points ``z~_{l-1,k}`` to the network's own class-mean pre-activations
+      ``abar_{l,k}`` and ``z~_{l,k} = sigma(abar_{l,k})``; the last layer maps to the class-mean
+      logits. This network, fed the collapsed features, outputs exactly the class-mean logits.
+      For ``l = l0 + 1`` it equals ``layerwise``; deeper, ``sigma(abar) != mean sigma(a)``
+      (Jensen), so ``chain <= before`` is measured, not guaranteed.
+
+    Parameters
+    ----------
+    arch : Architecture
+        Feed-forward, without biases (the costs concern weights only).
+    params : dict of Tensor
+        One network, unstacked (see :func:`member_params`).
+    x : Tensor, shape (N, d_0)
+    labels : Tensor of int, shape (N,)
+    rcond : float
+        Pseudo-inverse cut-off.
+
+    Returns
+    -------
+    list of dict
+        One row per ``(l0, l)`` with ``l0``, ``layer``, ``site``, ``trained``, ``before``,
+        ``layerwise``, ``chain``, ``before_residual``, ``chain_residual`` (relative constraint
+        residuals; about 0 when the constraints are met) and ``jensen_gap``
+        ``||sigma(Abar_{l-1}) - M_{l-1}||_F / ||M_{l-1}||_F`` of the chain's input.
+    """
+    if arch.bias:
+        raise ValueError("collapse_costs needs a network without biases (bias=False)")
+    K = arch.num_classes
+    U, A = _features(arch, params, x)
+    labels = torch.as_tensor(labels).to(U[0].device).long()
+    L = arch.depth
+    sigma = ACTIVATIONS[arch.activation][0]
+    means_in = [class_means(u, labels, K)[0] for u in U]  # M_{l-1}, (K, d_{l-1})
+    means_out = [class_means(a, labels, K)[0] for a in A]  # Abar_l, (K, d_l)
+    rows = []
+    for l0 in range(1, L):
+        z_chain = means_in[l0]  # collapsed features after layer l0 (input of weight l0 + 1)
+        for l in range(l0 + 1, L + 1):
+            j = l - 1
+            W = params[f"W{l}"].to(_F64)
+            W_b, before_res = min_norm_weights(U[j], A[j], rcond=rcond)
+            W_lw, _ = min_norm_weights(means_in[j], means_out[j], rcond=rcond)
+            W_ch, chain_res = min_norm_weights(z_chain, means_out[j], rcond=rcond)
+            mn = float(means_in[j].norm())
+            gap = float((z_chain - means_in[j]).norm()) / mn if mn > 0 else 0.0
+            rows.append({"l0": l0, "layer": l, "site": f"W{l}", "trained": float((W * W).sum()),
+                         "before": float((W_b * W_b).sum()), "layerwise": float((W_lw * W_lw).sum()),
+                         "chain": float((W_ch * W_ch).sum()), "before_residual": before_res,
+                         "chain_residual": chain_res, "jensen_gap": gap})
+            z_chain = sigma(means_out[j])
+    return rows
+
+
+def ridge_readout(Z, T, weight_decay: float) -> tuple[torch.Tensor, float]:
+    """The optimal linear read-out of features ``Z`` for the MSE loss with weight decay.
+
+    Solves ``min_W 1/(2N) ||Z W^T - T||_F^2 + lambda/2 ||W||_F^2`` in closed form,
+    ``W = T^T (Z Z^T + lambda N I)^{-1} Z`` with value ``lambda/2 tr(T^T (Z Z^T + lambda N I)^{-1} T)``.
+
+    With ``Z = E M + s R`` (rows: class means plus ``s`` times the within-class residuals) and
+    class-level targets ``T = E T_c``, the value is non-decreasing in ``s``: for every ``W``,
+    ``||Z W^T - T||^2 = ||E (M W^T - T_c)||^2 + s^2 ||R W^T||^2``, because ``E^T R = 0``
+    (residuals sum to zero within each class). Collapse (``s = 0``) is the cheapest.
+
+    Parameters
+    ----------
+    Z : Tensor, shape (N, d)
+    T : Tensor, shape (N, p)
+    weight_decay : float
+        ``lambda > 0``.
+
+    Returns
+    -------
+    W : Tensor, shape (p, d), float64
+    value : float
+        The minimum of the objective.
+    """
+    Z = torch.as_tensor(Z).to(_F64)
+    T = torch.as_tensor(T).to(_F64)
+    if not weight_decay > 0:
+        raise ValueError(f"weight_decay must be > 0, got {weight_decay}")
+    if Z.ndim != 2 or T.ndim != 2 or Z.shape[0] != T.shape[0]:
+        raise ValueError(f"Z (N, d) and T (N, p) must share N, got {tuple(Z.shape)} and {tuple(T.shape)}")
+    N = Z.shape[0]
+    gram = Z @ Z.T + weight_decay * N * torch.eye(N, dtype=_F64, device=Z.device)
+    C = torch.linalg.solve(gram, T)  # (N, p)
+    W = (Z.T @ C).T
+    value = 0.5 * weight_decay * float((T * C).sum())
+    return W, value
+
+
+def residual_projector(Z, labels, num_classes: int, *, rtol: float = 1e-10) -> torch.Tensor:
+    """Orthogonal projector onto the span of the within-class residuals of ``Z``.
+
+    A weight ``W`` collapses the classes of its input (``W z_i = W mu_{c(i)}``) exactly when
+    ``W P = 0``; ``W (I - P)`` is the nearest such weight.
+
+    Returns
+    -------
+    Tensor, shape (d, d), float64
+    """
+    R = within_class(Z, labels, num_classes)
+    if R.ndim != 2:
+        raise ValueError("residual_projector takes one feature matrix (N, d)")
+    _, s, vh = torch.linalg.svd(R, full_matrices=False)
+    r = int((s > rtol * s[0]).sum()) if s.numel() and s[0] > 0 else 0
+    V = vh[:r].T
+    return V @ V.T
+
+
+# ----------------------------------------------------------------------------------------------
+# C. loss paths
+
+
+def regularized_objective(arch: Architecture, params: dict, x, y, weight_decay: float, *,
+                          loss: str = "mse", regularize_bias: bool = True) -> torch.Tensor:
+    """``L_lambda = L_0 + lambda/2 sum ||W||_F^2`` of one network on the full data (scalar tensor).
+
+    Differentiable in ``params`` (float64 unless the parameters are another dtype).
+    """
+    _check_params(arch, params)
+    p = _stack(params)
+    dtype = next(iter(params.values())).dtype
+    logits = forward(arch, p, torch.as_tensor(x).to(dtype))
+    value = member_losses(logits, torch.as_tensor(y).to(logits.device).long().unsqueeze(0), loss).mean()
+    for k, v in params.items():
+        if k[0] in "WV" or regularize_bias:
+            value = value + 0.5 * weight_decay * (v * v).sum()
+    return value
+
+
+def hidden_tcv(arch: Architecture, params: dict, x, labels, *, relative: bool = True,
+               reduce: str = "sum") -> torch.Tensor:
+    """Within-class variability of the hidden layers (differentiable), zero exactly at DNC1.
+
+    Parameters
+    ----------
+    relative : bool
+        ``True``: the scale-free ratio ``tr Sigma_W / tr Sigma_T`` of each hidden layer's
+        features ``Z_l = sigma(A_l)``; ``False``: ``TCV_2(Z_l) / N``. The absolute form is not
+        invariant under the rescaling ``(W_l, W_{l+1}) -> (c W_l, W_{l+1} / c)`` of ReLU
+        networks, so a penalty on it can be lowered by shrinking the early layers alone.
+    reduce : {"sum", "max"}
+        Sum or maximum over the hidden layers.
+
+    Returns
+    -------
+    Tensor, shape ()
+    """
+    _check_params(arch, params)
+    if reduce not in ("sum", "max"):
+        raise ValueError(f"reduce must be 'sum' or 'max', got {reduce!r}")
+    K = arch.num_classes
+    dtype = next(iter(params.values())).dtype
+    labels = torch.as_tensor(labels).to(next(iter(params.values())).device).long()
+    _, sites = forward(arch, _stack(params), torch.as_tensor(x).to(dtype), record=True)
+    sigma = ACTIVATIONS[arch.activation][0]
+    vals = []
+    for s in sites[:-1]:
+        z = sigma(s.output[0])
+        E = one_hot(labels, K).to(z.dtype)
+        counts = E.sum(0).clamp_min(1)
+        R = z - E @ ((E.T @ z) / counts[:, None])
+        if relative:
+            T = z - z.mean(0, keepdim=True)
+            vals.append((R * R).sum() / (T * T).sum().clamp_min(torch.finfo(z.dtype).tiny))
+        else:
+            vals.append((R * R).sum() / z.shape[0])
+    if not vals:
+        return torch.zeros((), dtype=dtype)
+    v = torch.stack(vals)
+    return v.sum() if reduce == "sum" else v.max()
+
+
+def _lbfgs_iterates(params: dict, objective, steps: int, *, check_points: int = 4,
+                    history_size: int = 50, max_stalls: int = 3) -> list[dict]:
+    """Waypoints of a monotone L-BFGS descent of ``objective``.
+
+    Each L-BFGS step (strong-Wolfe line search) from ``a`` to ``b`` is checked on
+    ``check_points`` equally spaced interior points of the segment ``[a, b]``: if the objective
+    rises somewhere on that grid, the step is cut back to the last grid point before the first
+    rise (and the optimiser restarted there), so the piecewise-linear path through the
+    waypoints is non-increasing on the grid. A step that cannot be cut (the objective rises at
+    once) or leaves the point unchanged counts as a stall; the optimiser restarts from steepest
+    descent, and the run stops after ``max_stalls`` consecutive stalls.
+    """
+    ps = {k: v.detach().clone().to(_F64).requires_grad_(True) for k, v in params.items()}
+
+    def make():
+        return torch.optim.LBFGS(list(ps.values()), lr=1.0, max_iter=1, max_eval=25,
+                                 history_size=history_size, tolerance_grad=1e-14,
+                                 tolerance_change=1e-18, line_search_fn="strong_wolfe")
+
+    def value_at(p):
+        with torch.no_grad():
+            return float(objective(p))
+
+    opt = make()
+
+    def closure():
+        opt.zero_grad()
+        value = objective(ps)
+        value.backward()
+        return value
+
+    out, stalls = [], 0
+    ts = np.linspace(0.0, 1.0, check_points + 2)[1:]
+    for _ in range(steps):
+        a = {k: v.detach().clone() for k, v in ps.items()}
+        opt.step(closure)
+        b = {k: v.detach().clone() for k, v in ps.items()}
+        if not all(torch.isfinite(v).all() for v in b.values()):
+            raise FloatingPointError("L-BFGS produced non-finite parameters")
+        moved = not all(torch.equal(a[k], b[k]) for k in a)
+        cut = None
+        if moved:
+            prev = value_at(a)
+            for i, t in enumerate(ts):
+                v = value_at({k: (1 - t) * a[k] + t * b[k] for k in a})
+                if not v <= prev:
+                    cut = 0.0 if i == 0 else float(ts[i - 1])
+                    break
+                prev = v
+        if not moved or cut == 0.0:
+            stalls += 1
+            with torch.no_grad():
+                for k, p in ps.items():
+                    p.copy_(a[k])
+            if stalls >= max_stalls:
+                break
+            opt = make()  # restart from steepest descent
+            continue
+        stalls = 0
+        if cut is not None:
+            with torch.no_grad():
+                for k, p in ps.items():
+                    p.copy_((1 - cut) * a[k] + cut * b[k])
+            opt = make()
+        out.append({k: v.detach().clone() for k, v in ps.items()})
+    return out
+
+
+def descent_path(arch: Architecture, params: dict, x, y, weight_decay: float, *, loss: str = "mse",
+                 steps: int = 200, check_points: int = 4, regularize_bias: bool = True) -> list[dict]:
+    """Waypoints of a descent path of ``L_lambda``: the start and each L-BFGS iterate.
+
+    Returns
+    -------
+    list of dict
+        Parameter dicts (float64), the first being ``params``. Consecutive waypoints are joined
+        by straight segments; measure the loss along them with :func:`path_values`.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    start = {k: v.detach().to(_F64).clone() for k, v in params.items()}
+    obj = lambda p: regularized_objective(arch, p, x, y, weight_decay, loss=loss,  # noqa: E731
+                                          regularize_bias=regularize_bias)
+    return [start] + _lbfgs_iterates(start, obj, steps, check_points=check_points)
+
+
+def collapse_path(arch: Architecture, params: dict, x, y, weight_decay: float, *,
+                  penalties=(1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0), steps_per_penalty: int = 100,
+                  loss: str = "mse", check_points: int = 4,
+                  regularize_bias: bool = True) -> tuple[list[dict], list[float]]:
+    """Waypoints of a collapse path: continuation on ``L_lambda + rho * sum_l tr Sigma_W / tr Sigma_T``.
+
+    For each ``rho`` in ``penalties`` (increasing), L-BFGS runs ``steps_per_penalty`` iterations
+    warm-started from the previous point; every iterate is a waypoint. As ``rho`` grows the hidden
+    features collapse to their class means (DNC1) while ``L_lambda`` stays as small as the penalty
+    allows: for exact minimisers, ``L_lambda`` along the continuation can only grow, by at most
+    ``min_DNC1 L_lambda - L_lambda(start)``, which is <= 0 when DNC1 configurations are globally
+    optimal (claim 11).
+
+    Returns
+    -------
+    waypoints : list of dict
+        The start, then every iterate.
+    rhos : list of float
+        The penalty in force at each waypoint (0 for the start).
+    """
+    rhos = [float(r) for r in penalties]
+    if not rhos or any(not r > 0 for r in rhos) or any(b <= a for a, b in zip(rhos, rhos[1:])):
+        raise ValueError(f"penalties must be positive and strictly increasing, got {penalties}")
+    if steps_per_penalty < 1:
+        raise ValueError(f"steps_per_penalty must be >= 1, got {steps_per_penalty}")
+    current = {k: v.detach().to(_F64).clone() for k, v in params.items()}
+    points, at = [current], [0.0]
+    for rho in rhos:
+        def obj(p, rho=rho):
+            return (regularized_objective(arch, p, x, y, weight_decay, loss=loss,
+                                          regularize_bias=regularize_bias)
+                    + rho * hidden_tcv(arch, p, x, y, relative=True))
+        its = _lbfgs_iterates(current, obj, steps_per_penalty, check_points=check_points)
+        points += its
+        at += [rho] * len(its)
+        if its:
+            current = its[-1]
+    return points, at
+
+
+def straight_path(p0: dict, p1: dict, num: int = 2) -> list[dict]:
+    """``num`` equally spaced points of the segment ``(1 - t) p0 + t p1``, ``t`` in [0, 1]."""
+    if set(p0) != set(p1):
+        raise ValueError("p0 and p1 must have the same parameter names")
+    if num < 2:
+        raise ValueError(f"num must be >= 2, got {num}")
+    ts = np.linspace(0.0, 1.0, num)
+    return [{k: (1 - t) * p0[k].to(_F64) + t * p1[k].to(_F64) for k in p0} for t in ts]
+
+
+def path_values(arch: Architecture, waypoints: list[dict], x, y, weight_decay: float, *,
+                loss: str = "mse", substeps: int = 4, regularize_bias: bool = True) -> dict:
+    """``L_lambda`` along the piecewise-linear path through ``waypoints``.
+
+    Every segment is evaluated at ``substeps`` interior points besides its ends, so the values
+    describe the continuous path, not only its waypoints.
+
+    Returns
+    -------
+    dict of numpy arrays
+        ``s`` (normalised arc length in parameter space, 0..1), ``value`` (``L_lambda``),
+        ``waypoint`` (index of the segment's start waypoint), ``is_waypoint`` (bool).
+    """
+    if len(waypoints) < 1:
+        raise ValueError("waypoints must be non-empty")
+    if substeps < 0:
+        raise ValueError(f"substeps must be >= 0, got {substeps}")
+
+    def f(p):
+        with torch.no_grad():
+            return float(regularized_objective(arch, p, x, y, weight_decay, loss=loss,
+                                               regularize_bias=regularize_bias))
+
+    def dist(a, b):
+        return math.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))
+
+    s_vals, vals, seg, is_wp = [0.0], [f(waypoints[0])], [0], [True]
+    length = 0.0
+    for i in range(len(waypoints) - 1):
+        a, b = waypoints[i], waypoints[i + 1]
+        d = dist(a, b)
+        for t in np.linspace(0, 1, substeps + 2)[1:]:
+            s_vals.append(length + t * d)
+            vals.append(f({k: (1 - t) * a[k] + t * b[k] for k in a}))
+            seg.append(i)
+            is_wp.append(bool(t == 1.0))
+        length += d
+    s = np.asarray(s_vals)
+    if length > 0:
+        s = s / length
+    values = np.asarray(vals)
+    if not np.all(np.isfinite(values)):
+        raise FloatingPointError("non-finite loss along the path")
+    return {"s": s, "value": values, "waypoint": np.asarray(seg), "is_waypoint": np.asarray(is_wp)}
+
+
+def barrier(values) -> float:
+    """Loss barrier of a path from its start: ``max_t L(t) - L(0)`` (<= 0: never above the start)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("values must be non-empty")
+    return float(v.max() - v[0])
+
+
+def max_rise(values) -> float:
+    """Largest increase along a path, ``max_{s <= t} L(t) - L(s)`` (0 iff non-increasing)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("values must be non-empty")
+    return float(np.max(v - np.minimum.accumulate(v)))
+
+
+# ----------------------------------------------------------------------------------------------
+# D. the class-level reduced problem
+
+
+def solve_reduced_problem(arch: Architecture, inputs, weights, weight_decay: float, *,
+                          loss: str = "mse", restarts: int = 4, steps: int = 2000, seed: int = 0,
+                          init_scale: float = 1.0, regularize_bias: bool = True) -> list[dict]:
+    """Train the network on ``K`` class-level points only: the DNC1-reduced problem.
+
+    Minimises ``sum_k w_k loss(f(u_k), k) + lambda/2 sum ||W||_F^2`` by full-batch L-BFGS in
+    float64 from ``restarts`` random initialisations. If the inputs of the full problem were
+    exactly collapsed (``x_i = u_{c(i)}``) and ``w_k = n_k / N``, this would be the full
+    problem's objective exactly; with spread inputs it is a forecast made before training.
+
+    Parameters
+    ----------
+    arch : Architecture
+        Feed-forward; ``arch.num_classes == K``.
+    inputs : Tensor, shape (K, d_0)
+        One input per class (e.g. the class means ``mu_{0,k}``); class ``k`` is row ``k``.
+    weights : array_like, shape (K,)
+        Class weights ``w_k >= 0`` (e.g. ``n_k / N``), summing to 1.
+    weight_decay : float
+    loss : {"mse", "ce"}
+    restarts : int
+        Random initialisations (PyTorch's default Linear initialisation, seeds
+        ``seed, seed + 1, ...``).
+    steps : int
+        L-BFGS iterations per restart.
+
+    Returns
+    -------
+    list of dict, sorted by ``value`` (best first)
+        ``params`` (unstacked float64), ``value`` (the reduced ``L_lambda``), ``grad_norm``
+        (``||grad||`` at the end), ``restart``.
+    """
+    _check_feedforward(arch)
+    K = arch.num_classes
+    u = torch.as_tensor(inputs).to(_F64)
+    if u.shape != (K, arch.widths[0]):
+        raise ValueError(f"inputs must have shape (K, d_0) = {(K, arch.widths[0])}, got {tuple(u.shape)}")
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=u.device)
+    if w.shape != (K,) or bool((w < 0).any()) or abs(float(w.sum()) - 1) > 1e-9:
+        raise ValueError("weights must be K non-negative numbers summing to 1")
+    if restarts < 1 or steps < 1:
+        raise ValueError(f"restarts and steps must be >= 1, got {restarts}, {steps}")
+    if loss not in ("mse", "ce"):
+        raise ValueError(f"loss must be 'mse' or 'ce', got {loss!r}")
+    y = torch.arange(K, device=u.device)
+
+    def objective(p):
+        logits = forward(arch, _stack(p), u)
+        value = (member_losses(logits, y.unsqueeze(0), loss)[0] * w).sum()
+        for k, v in p.items():
+            if k[0] in "WV" or regularize_bias:
+                value = value + 0.5 * weight_decay * (v * v).sum()
+        return value
+
+    sols = []
+    for r in range(restarts):
+        init = init_params(arch, [seed + r], init_scale=init_scale, dtype=_F64, device=u.device)
+        ps = {k: v[0].clone().requires_grad_(True) for k, v in init.items()}
+        opt = torch.optim.LBFGS(list(ps.values()), lr=1.0, max_iter=steps, max_eval=4 * steps,
+                                history_size=50, tolerance_grad=1e-14, tolerance_change=1e-18,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            value = objective(ps)
+            value.backward()
+            return value
+
+        opt.step(closure)
+        value = objective(ps)
+        grads = torch.autograd.grad(value, list(ps.values()))
+        gn = math.sqrt(sum(float((g * g).sum()) for g in grads))
+        if not math.isfinite(float(value)):
+            raise FloatingPointError(f"restart {r}: non-finite reduced objective")
+        sols.append({"params": {k: v.detach().clone() for k, v in ps.items()}, "value": float(value),
+                     "grad_norm": gn, "restart": r})
+    return sorted(sols, key=lambda s: s["value"])
+
+
+def compare_spectra(s_forecast, s_trained, *, tol: float = 1e-2) -> dict:
+    """Compare a forecast spectrum with a trained one.
+
+    Parameters
+    ----------
+    s_forecast, s_trained : array_like
+        Singular values (descending) of the same weight matrix.
+    tol : float
+        Relative threshold of "non-zero": ``s_j > tol * s_1`` (``rank_tau``, SPEC 2.4).
+
+    Returns
+    -------
+    dict
+        ``rank_forecast``, ``rank_trained``, ``rank_match`` (bool), ``rel_error``: the largest
+        ``|s_j^trained - s_j^forecast| / s_j^forecast`` over the forecast's non-zero values, and
+        ``rel_error_norm``: ``||s^trained_{1:r} - s^forecast_{1:r}|| / ||s^forecast_{1:r}||``
+        with ``r = rank_forecast``.
+    """
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    sf = np.sort(np.asarray(s_forecast, dtype=np.float64))[::-1]
+    st = np.sort(np.asarray(s_trained, dtype=np.float64))[::-1]
+    if sf.shape != st.shape:
+        raise ValueError(f"spectra must have equal length, got {sf.shape} and {st.shape}")
+    rf = int(np.sum(sf > tol * sf[0])) if sf[0] > 0 else 0
+    rt = int(np.sum(st > tol * st[0])) if st[0] > 0 else 0
+    if rf == 0:
+        return {"rank_forecast": 0, "rank_trained": rt, "rank_match": rt == 0,
+                "rel_error": float("nan"), "rel_error_norm": float("nan")}
+    a, b = sf[:rf], st[:rf]
+    return {"rank_forecast": rf, "rank_trained": rt, "rank_match": rf == rt,
+            "rel_error": float(np.max(np.abs(b - a) / a)),
+            "rel_error_norm": float(np.linalg.norm(b - a) / np.linalg.norm(a))}
