@@ -8,7 +8,12 @@ from .analysis import Analysis, analyze, analyze_model
 from .collapse import class_means, kmeans, nc1, nc2, one_hot, tcv, within_class, within_total_ratio
 from .data import (DATASETS, Dataset, load_cifar10, load_dataset, load_fashion_mnist, load_mnist,
                    make_gaussian_mixture)
-from . import plots
+from . import landscape, plots
+from .landscape import (
+    barrier, collapse_costs, collapse_path, compare_spectra, descent_path, hidden_tcv, max_rise,
+    member_params, min_norm_weights, path_values, regularized_objective, residual_projector,
+    ridge_readout, solve_reduced_problem, straight_path
+)
 from .models import ACTIVATIONS, Architecture, forward, from_module, init_params, to_module
 from .results import ResultStore, check, environment, record, results_dir, save_run, save_table
 from .spectra import dist_to_rank, energy_rank, numerical_rank, relative_dist_to_rank, svdvals
@@ -18,7 +23,11 @@ from .train import Sweep, TrainConfig, grid, member_losses, regularized_loss, tr
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "Analysis", "plots", "Architecture", "DATASETS", "Dataset", "ResultStore", "SITE_COLUMNS",
+    "ACTIVATIONS", "Analysis", "landscape", "plots", "barrier", "collapse_costs", "collapse_path",
+    "compare_spectra", "descent_path", "hidden_tcv", "max_rise", "member_params", "min_norm_weights",
+    "path_values", "regularized_objective", "residual_projector", "ridge_readout",
+    "solve_reduced_problem", "straight_path", "Architecture", "DATASETS", "Dataset", "ResultStore",
+    "SITE_COLUMNS",
     "Sweep", "TrainConfig", "analyze", "analyze_model", "check", "class_means", "dist_to_rank",
     "energy_rank", "environment", "forward", "from_module", "grid", "init_params", "kmeans",
     "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "make_gaussian_mixture",

@@ -60,7 +60,7 @@ def _member_frame(members: list[dict], info: list[dict] | None) -> pd.DataFrame:
 
 
 def analyze(sweep: Sweep, data, *, partition: str = "labels", member_info: list[dict] | None = None,
-            device=None, member_chunk: int = 8) -> Analysis:
+            device=None, member_chunk: int = 8, seed: int = 0) -> Analysis:
     """Measure every member of a trained sweep on its training data.
 
     Parameters
@@ -78,6 +78,8 @@ def analyze(sweep: Sweep, data, *, partition: str = "labels", member_info: list[
         Where to compute (default: CPU); float64 throughout.
     member_chunk : int
         Members measured at once.
+    seed : int
+        Seed of the k-means partition (``partition="kmeans"``).
 
     Returns
     -------
@@ -104,7 +106,7 @@ def analyze(sweep: Sweep, data, *, partition: str = "labels", member_info: list[
         return Analysis(pd.DataFrame(), members, pd.DataFrame())
     sites = site_quantities(sweep.arch, params, xs.to(device), ys.to(device), wd, loss=sweep.config.loss,
                             regularize_bias=sweep.config.regularize_bias, partition=partition,
-                            member_chunk=member_chunk)
+                            member_chunk=member_chunk, seed=seed)
     sites["member"] = idx.numpy()[sites["member"].to_numpy()]
     ids = members.drop(columns=[c for c in stats.columns if c != "member"] + ["diverged"])
     sites = ids.merge(sites, on="member")

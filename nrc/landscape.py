@@ -228,11 +228,14 @@ def ridge_readout(Z, T, weight_decay: float) -> tuple[torch.Tensor, float]:
         raise ValueError(f"weight_decay must be > 0, got {weight_decay}")
     if Z.ndim != 2 or T.ndim != 2 or Z.shape[0] != T.shape[0]:
         raise ValueError(f"Z (N, d) and T (N, p) must share N, got {tuple(Z.shape)} and {tuple(T.shape)}")
-    N = Z.shape[0]
-    gram = Z @ Z.T + weight_decay * N * torch.eye(N, dtype=_F64, device=Z.device)
-    C = torch.linalg.solve(gram, T)  # (N, p)
-    W = (Z.T @ C).T
-    value = 0.5 * weight_decay * float((T * C).sum())
+    N, d = Z.shape
+    if N <= d:  # kernel form: an N x N system
+        C = torch.linalg.solve(Z @ Z.T + weight_decay * N * torch.eye(N, dtype=_F64, device=Z.device), T)
+        W = (Z.T @ C).T
+        value = 0.5 * weight_decay * float((T * C).sum())
+    else:  # primal form: a d x d system
+        W = torch.linalg.solve(Z.T @ Z + weight_decay * N * torch.eye(d, dtype=_F64, device=Z.device), Z.T @ T).T
+        value = float(0.5 * ((Z @ W.T - T) ** 2).sum() / N + 0.5 * weight_decay * (W * W).sum())
     return W, value
 
 
@@ -593,9 +596,9 @@ def solve_reduced_problem(arch: Architecture, inputs, weights, weight_decay: flo
         value = objective(ps)
         grads = torch.autograd.grad(value, list(ps.values()))
         gn = math.sqrt(sum(float((g * g).sum()) for g in grads))
-        if not math.isfinite(float(value)):
+        if not math.isfinite(float(value.detach())):
             raise FloatingPointError(f"restart {r}: non-finite reduced objective")
-        sols.append({"params": {k: v.detach().clone() for k, v in ps.items()}, "value": float(value),
+        sols.append({"params": {k: v.detach().clone() for k, v in ps.items()}, "value": float(value.detach()),
                      "grad_norm": gn, "restart": r})
     return sorted(sols, key=lambda s: s["value"])
 

@@ -154,7 +154,9 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset):
             rho = torch.full_like(lam, float("nan"))
         grad_form = torch.bmm(delta.transpose(1, 2), U) / N  # Delta^T U / N, (m, out, in)
         s_grad = spectra.svdvals(grad_form)
-        s_shift = spectra.svdvals(W - G / lam.view(-1, 1, 1))
+        # lambda = 0 has no bound (inf) and no identity; a stand-in 1 keeps the SVD finite
+        safe = torch.where(lam > 0, lam, torch.ones_like(lam))
+        s_shift = spectra.svdvals(W - G / safe.view(-1, 1, 1))
         for i in range(lam.shape[0]):
             ui, di = U[i], delta[i]
             li = float(lam[i])
@@ -171,7 +173,7 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset):
             inv = (1.0 / li) if li > 0 else float("inf")
             g = float(gn[i])
             dK = float(spectra.dist_to_rank(s[i], K))
-            dk_grad = float(spectra.dist_to_rank(s_grad[i], K)) * inv
+            dk_grad = float(spectra.dist_to_rank(s_grad[i], K)) * inv if li > 0 else float("inf")
             dk_shift = float(spectra.dist_to_rank(s_shift[i], K))
             row = {
                 "member": offset + i,
@@ -197,7 +199,7 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset):
                 "bound_a2": (g + float(rho[i]) * np.sqrt(2 * float(L0[i].detach())) * np.sqrt(tcv2)) * inv,
                 "bound_km1": (g + cross / N + bias_term / N) * inv,
                 "rho": float(rho[i]),
-                "identity_gap": abs(dk_shift - dk_grad) / max(dK, 1e-300),
+                "identity_gap": abs(dk_shift - dk_grad) / max(dK, 1e-300) if li > 0 else float("nan"),
                 "dK_grad_form": dk_grad,
                 "tcv1": tcv1,
                 "tcv2": tcv2,
