@@ -5,6 +5,7 @@ Each notebook ``notebooks/NAME.ipynb`` is executed (with the profile's parameter
 environment variables set for the kernel (and restored afterwards):
 
 * ``NRC_PROGRESS=0`` -- no progress bars in executed notebooks;
+* ``MPLBACKEND`` unset, so the kernel's inline backend puts figures in the executed notebooks;
 * ``NRC_RESULTS_DIR=<out>/results`` -- where notebooks write their key numbers (``nrc.record``);
 * ``NRC_PROFILE=<profile name>``;
 * ``NRC_CACHE_DIR=<repo>/.nrc-cache`` unless already set;
@@ -143,9 +144,14 @@ def _now() -> str:
 
 
 @contextmanager
-def _environ(updates: dict[str, str]):
+def _environ(updates: dict[str, str | None]):
+    """Set (or, for ``None``, unset) environment variables; restore them afterwards."""
     saved = {k: os.environ.get(k) for k in updates}
-    os.environ.update(updates)
+    for k, v in updates.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
@@ -156,12 +162,15 @@ def _environ(updates: dict[str, str]):
                 os.environ[k] = v
 
 
-def _kernel_env(profile: Profile, out_dir: Path, repo: Path) -> dict[str, str]:
+def _kernel_env(profile: Profile, out_dir: Path, repo: Path) -> dict[str, str | None]:
     cache = os.environ.get("NRC_CACHE_DIR")
     pkg_root = str(Path(__file__).resolve().parents[1])
     pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {
         "NRC_PROGRESS": "0",
+        # unset: the kernel then uses its inline backend; an inherited MPLBACKEND=Agg would leave
+        # the executed notebooks (and the book's pages) without figures
+        "MPLBACKEND": None,
         "NRC_RESULTS_DIR": str(out_dir / "results"),
         "NRC_PROFILE": profile.name,
         "NRC_CACHE_DIR": str(Path(cache).resolve()) if cache else str(repo / ".nrc-cache"),
