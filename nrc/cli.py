@@ -190,14 +190,10 @@ def run_sweep(args) -> int:
 
 
 def _rank(analysis, tol):
-    from .spectra import numerical_rank
-
-    spec = analysis.spectra
-    out = []
-    for _, row in analysis.sites.iterrows():
-        s = spec[(spec["member"] == row["member"]) & (spec["site"] == row["site"])].sort_values("j")["s"]
-        out.append(numerical_rank(s.to_numpy(), tol))
-    return out
+    """rank_tau of every (member, site) row of ``analysis.sites``, from the stored spectra."""
+    ranks = (analysis.spectra.assign(above=analysis.spectra["s_rel"] > tol)
+             .groupby(["member", "site"])["above"].sum())
+    return [ranks[(m, site)] for m, site in zip(analysis.sites["member"], analysis.sites["site"])]
 
 
 def build_parser() -> argparse.ArgumentParser:
