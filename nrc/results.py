@@ -104,8 +104,15 @@ class ResultStore:
         self.root = Path(root or os.environ.get("NRC_CACHE_DIR") or ".nrc-cache")
 
     def member_key(self, arch: Architecture, config: TrainConfig, data: Dataset, member: dict) -> str:
+        """Cache key of one member: everything that determines its trained parameters.
+
+        Architecture, training config, data fingerprint, the member's scalars, the trainer's
+        version and the installed torch and numpy versions (a library upgrade can change the
+        numbers, so it retrains instead of reusing old results).
+        """
         return fingerprint({"arch": arch.to_dict(), "config": config.to_dict(), "data": _data_fingerprint(data),
-                            "member": member, "trainer": TRAINER_VERSION})
+                            "member": member, "trainer": TRAINER_VERSION,
+                            "torch": torch.__version__, "numpy": np.__version__})
 
     def train(self, arch: Architecture, data, members: list[dict], config: TrainConfig = TrainConfig(), *,
               device=None, progress=None, callback=None) -> Sweep:

@@ -66,3 +66,20 @@ def test_record_and_save_table(tmp_path, monkeypatch):
     assert csv == tmp_path / "demo" / "table.csv" and csv.read_text().startswith("a\n1")
     with pytest.raises(ValueError, match="claim"):
         nrc.check(17, "x", "y", True)
+
+
+@pytest.mark.parametrize("module", ["torch", "numpy"])
+def test_member_key_changes_with_library_versions(tmp_path, monkeypatch, module):
+    """A torch or numpy upgrade must not reuse results trained with the old version."""
+    import numpy as np
+
+    data, arch, config = _setup()
+    store = nrc.ResultStore(tmp_path)
+    member = {"weight_decay": 1e-3, "seed": 0, "lr": config.lr}
+    key = store.member_key(arch, config, data, member)
+    assert key == store.member_key(arch, config, data, dict(member))  # deterministic
+    lib = torch if module == "torch" else np
+    monkeypatch.setattr(lib, "__version__", lib.__version__ + ".post999")
+    assert store.member_key(arch, config, data, member) != key
+    monkeypatch.undo()
+    assert store.member_key(arch, config, data, member) == key
