@@ -4,8 +4,11 @@ Every loader returns a :class:`Dataset` whose tensors already sit on the request
 samples as rows (``x`` of shape ``(N, d)``) and ``int64`` labels ``0..K-1`` (see ``DESIGN.md``).
 
 The real datasets are read from files in torchvision's standard layouts under a data root
-(``data_root``); nothing touches the network unless ``download=True`` is passed. The idx and
-CIFAR pickle formats are parsed here with NumPy, so torchvision is not a dependency.
+(``data_root``); nothing touches the network unless ``download=True`` is passed. Downloads come
+from the official locations in ``MIRRORS`` or, when ``$NRC_DATA_MIRROR`` (or a loader's
+``mirrors=``) names one, from a server laid out like a data root; every file is checked against the
+md5 that torchvision checks and lands atomically. The idx and CIFAR pickle formats are parsed here
+with NumPy, so torchvision is not a dependency.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import os
 import pickle
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,6 +39,9 @@ except ImportError:  # NumPy < 1.26 has no numpy._core
 
 __all__ = [
     "DATASETS",
+    "MIRRORS",
+    "MIRROR_ENV_VAR",
+    "DataFileError",
     "Dataset",
     "data_root",
     "gaussian_mixture_centers",
@@ -63,6 +71,26 @@ _ALIASES = {
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 _ENV_VAR = "NRC_DATA"
+
+#: Environment variable naming download mirrors (whitespace- or comma-separated base URLs) laid
+#: out like a data root (``<url>/MNIST/raw/<file>``, ``<url>/cifar-10-python.tar.gz``). When set,
+#: only these are tried, never the official ``MIRRORS``.
+MIRROR_ENV_VAR = "NRC_DATA_MIRROR"
+
+#: Official download locations per dataset, tried in order: base URLs to which the published
+#: file name is appended (the ones torchvision uses).
+MIRRORS: dict[str, list[str]] = {
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ],
+    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+    "cifar10": ["https://www.cs.toronto.edu/~kriz/"],
+}
+
+# Tries per URL: a connection that drops mid-file is retried once before the next URL.
+_ATTEMPTS = 2
+_TIMEOUT_S = 60
 _DEFAULT_ROOT = Path("~/.cache/nrc/data")
 
 # Standardisation divides by one global std; the floor only matters for a constant training set,
@@ -92,7 +120,6 @@ class _IdxSource:
     name: str
     title: str
     subdir: tuple[str, ...]
-    mirrors: tuple[str, ...]
     md5: dict[str, str]  # ``.gz`` file name -> md5 of the published file
 
 
@@ -100,7 +127,6 @@ _MNIST = _IdxSource(
     name="mnist",
     title="MNIST",
     subdir=("MNIST", "raw"),
-    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",),
     md5={
         "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
         "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
@@ -113,7 +139,6 @@ _FASHION_MNIST = _IdxSource(
     name="fashion-mnist",
     title="Fashion-MNIST",
     subdir=("FashionMNIST", "raw"),
-    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     # The checksums torchvision verifies. Debian's package recompresses the files, so its .gz
     # differ; existing files are therefore never checked, only fresh downloads.
     md5={
@@ -127,7 +152,6 @@ _FASHION_MNIST = _IdxSource(
 _CIFAR10_DIR = "cifar-10-batches-py"
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR10_TEST = "test_batch"
-_CIFAR10_URLS = ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",)
 _CIFAR10_TARBALL = "cifar-10-python.tar.gz"
 _CIFAR10_MD5 = {_CIFAR10_TARBALL: "c58f30108f718f92721af3b95e74349a"}
 _CIFAR10_SHAPE = (3, 32, 32)
@@ -370,17 +394,31 @@ def make_gaussian_mixture(
 # --------------------------------------------------------------------------------------------
 
 
+class DataFileError(ValueError):
+    """A data file on disk is truncated or corrupt; the message names it and how to fix it."""
+
+
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     """Resolve the data root: ``root`` if given, else ``$NRC_DATA``, else ``~/.cache/nrc/data``.
 
-    The directory is not created; loaders create it only when they download.
+    A relative path is resolved against the current working directory at the time of the call,
+    so the result is always absolute. The directory is not created; loaders create it only when
+    they download.
     """
     if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get(_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return _DEFAULT_ROOT.expanduser()
+        path = Path(root)
+    elif os.environ.get(_ENV_VAR):
+        path = Path(os.environ[_ENV_VAR])
+    else:
+        path = _DEFAULT_ROOT
+    return path.expanduser().absolute()
+
+
+def _corrupt(path: Path, why: str) -> DataFileError:
+    return DataFileError(
+        f"{path} is truncated or corrupt ({why}). Fix: delete it and load again with "
+        f"download=True (`nrc sweep --download` on the command line), or copy an intact file there."
+    )
 
 
 def _open_maybe_gzip(path: Path) -> BinaryIO:
@@ -392,22 +430,72 @@ def _open_maybe_gzip(path: Path) -> BinaryIO:
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """Read an unsigned-byte idx file (big-endian header) and check its magic number."""
-    with _open_maybe_gzip(path) as fh:
-        raw = fh.read()
+    try:
+        with _open_maybe_gzip(path) as fh:
+            raw = fh.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise _corrupt(path, f"{type(exc).__name__}: {exc}") from exc
     if len(raw) < 4:
-        raise ValueError(f"{path}: too short to be an idx file ({len(raw)} bytes)")
+        raise _corrupt(path, f"too short to be an idx file: {len(raw)} bytes")
     found = int.from_bytes(raw[:4], "big")
     if found != magic:
         raise ValueError(f"{path}: idx magic number is {found}, expected {magic}")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated idx header")
+        raise _corrupt(path, "truncated idx header")
     shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != math.prod(shape):
-        raise ValueError(f"{path}: header announces shape {shape} but holds {data.size} bytes")
+        raise _corrupt(path, f"header announces shape {shape} but holds {data.size} bytes")
     return data.reshape(shape)
+
+
+def _mirror_roots(mirrors: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
+    """Override mirrors (data-root URLs): ``mirrors`` if given, else ``$NRC_DATA_MIRROR``."""
+    if mirrors is None:
+        mirrors = os.environ.get(MIRROR_ENV_VAR) or None
+    if mirrors is None:
+        return None
+    if isinstance(mirrors, str):
+        mirrors = mirrors.replace(",", " ").split()
+    roots = [str(m).rstrip("/") for m in mirrors if str(m).strip()]
+    if not roots:
+        raise ValueError(f"mirrors must name at least one URL, got {mirrors!r}")
+    return roots
+
+
+def _urls(dataset: str, layout_path: str, mirrors: Any) -> tuple[str, ...]:
+    """Where to fetch the file at ``layout_path`` (relative to a data root) of ``dataset``."""
+    roots = _mirror_roots(mirrors)
+    if roots is not None:
+        return tuple(f"{r}/{layout_path}" for r in roots)
+    name = layout_path.rsplit("/", 1)[-1]
+    return tuple(base + name for base in MIRRORS[dataset])
+
+
+class _Retry(Exception):
+    """A transfer failed in a way worth one more try (dropped connection, short body)."""
+
+
+def _fetch(url: str, out: BinaryIO, digest: Any) -> int:
+    """Stream ``url`` into ``out``; returns the byte count, raises ``_Retry`` when cut short."""
+    received = 0
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+            expected = response.headers.get("Content-Length")
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+    except urllib.error.HTTPError:
+        raise  # the server answered (404, 403...): another try would get the same answer
+    except (OSError, http.client.HTTPException) as exc:
+        # URLError, resets and timeouts are OSErrors; IncompleteRead is an HTTPException.
+        raise _Retry(f"{type(exc).__name__}: {exc} after {received} bytes") from exc
+    if expected is not None and received != int(expected):
+        raise _Retry(f"connection closed after {received} of {expected} bytes")
+    return received
 
 
 def _download(urls: tuple[str, ...], target: Path, md5: str | None) -> None:
@@ -415,34 +503,40 @@ def _download(urls: tuple[str, ...], target: Path, md5: str | None) -> None:
 
     Bytes go to a temporary file in the target directory that replaces ``target`` only once
     complete and verified, so an interrupted or corrupt download never leaves a partial file.
+    A transfer cut short is retried once (``_ATTEMPTS``) before the next URL is tried; a wrong
+    checksum or an HTTP error moves on to the next URL at once.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in urls:
-        fd, tmp_name = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-        )
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.md5(usedforsecurity=False)
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if md5 is not None and digest.hexdigest() != md5:
-                errors.append(f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}")
-                continue
-            os.replace(tmp, target)
-            return
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            # URLError and timeouts are OSErrors; HTTPException covers truncated responses.
-            errors.append(f"{url}: {exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
+        for attempt in range(1, _ATTEMPTS + 1):
+            fd, tmp_name = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+            )
+            tmp = Path(tmp_name)
+            try:
+                digest = hashlib.md5(usedforsecurity=False)
+                with os.fdopen(fd, "wb") as out:
+                    _fetch(url, out, digest)
+                if md5 is not None and digest.hexdigest() != md5:
+                    errors.append(
+                        f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}"
+                    )
+                    break
+                os.replace(tmp, target)
+                return
+            except _Retry as exc:
+                errors.append(f"{url} (try {attempt} of {_ATTEMPTS}): {exc}")
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                errors.append(f"{url}: {exc}")
+                break
+            finally:
+                tmp.unlink(missing_ok=True)
     raise RuntimeError(
-        f"could not download {target.name} into {target.parent}: " + "; ".join(errors) + ". "
-        f"Without network access, copy the file there by hand, or point root= or ${_ENV_VAR} at a "
-        "data root that already holds it."
+        f"could not download {target.name} into {target.parent}:\n  "
+        + "\n  ".join(errors)
+        + f"\nFix: set ${_ENV_VAR} (or root=) to a data root that already holds the file, or set "
+        f"${MIRROR_ENV_VAR} to a reachable server laid out like a data root."
     )
 
 
@@ -464,8 +558,9 @@ def _missing_files_error(
     for directory in searched:
         lines.append(f"  searched {directory}")
     lines.append(
-        f"Fix: put the files in {layout} under a data root and pass root=... or set "
-        f"${_ENV_VAR} to that root, or pass download=True to fetch them."
+        f"Fix: set ${_ENV_VAR} (or root=) to a data root holding {layout}/, or fetch the "
+        f"files: download=True in Python, `--download` with `nrc sweep` (from the official "
+        f"mirrors, or from ${MIRROR_ENV_VAR} when set)."
     )
     return FileNotFoundError("\n".join(lines))
 
@@ -609,6 +704,7 @@ def _load_idx_dataset(
     flatten: bool,
     seed: int,
     download: bool,
+    mirrors: Any,
     device: str | torch.device,
     dtype: torch.dtype,
 ) -> Dataset:
@@ -621,7 +717,8 @@ def _load_idx_dataset(
         for role, base in _IDX_FILES.items():
             if role not in present:
                 gz = f"{base}.gz"
-                _download(tuple(m + gz for m in source.mirrors), primary / gz, source.md5.get(gz))
+                urls = _urls(source.name, "/".join((*source.subdir, gz)), mirrors)
+                _download(urls, primary / gz, source.md5.get(gz))
         files = _find_idx(primary)
     if files is None:
         names = [f"{base}.gz" for base in _IDX_FILES.values()]
@@ -683,8 +780,11 @@ _LOADER_DOC = """
         Seed of the subset permutations.
     download : bool
         Fetch missing files into the root (md5-verified, written atomically); raises
-        ``RuntimeError`` when the network fails. With ``False`` missing files raise
-        ``FileNotFoundError`` naming the expected files and the directories searched.
+        ``RuntimeError`` naming every URL tried when none delivers. With ``False`` missing files
+        raise ``FileNotFoundError`` naming the expected files and the directories searched.
+    mirrors : str or list of str, optional
+        Download from these base URLs (laid out like a data root) instead of the official
+        ``MIRRORS``; default ``$NRC_DATA_MIRROR`` when set.
     device : str or torch.device
         Device of the returned tensors.
     dtype : torch.dtype
@@ -720,13 +820,14 @@ def load_mnist(
     flatten: bool = True,
     seed: int = 0,
     download: bool = False,
+    mirrors: str | list[str] | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Dataset:
     return _load_idx_dataset(
         _MNIST, root, (), per_class=per_class, test_per_class=test_per_class,
         standardize=standardize, flatten=flatten, seed=seed, download=download,
-        device=device, dtype=dtype,
+        mirrors=mirrors, device=device, dtype=dtype,
     )
 
 
@@ -746,13 +847,14 @@ def load_fashion_mnist(
     flatten: bool = True,
     seed: int = 0,
     download: bool = False,
+    mirrors: str | list[str] | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Dataset:
     return _load_idx_dataset(
         _FASHION_MNIST, root, (DEBIAN_FASHION_MNIST_DIR,), per_class=per_class,
         test_per_class=test_per_class, standardize=standardize, flatten=flatten, seed=seed,
-        download=download, device=device, dtype=dtype,
+        download=download, mirrors=mirrors, device=device, dtype=dtype,
     )
 
 
@@ -772,7 +874,10 @@ class _CifarUnpickler(pickle.Unpickler):
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as fh:
         # latin1 is how NumPy arrays pickled by Python 2 (the published files) must be decoded.
-        batch = _CifarUnpickler(fh, encoding="latin1").load()
+        try:
+            batch = _CifarUnpickler(fh, encoding="latin1").load()
+        except EOFError as exc:
+            raise _corrupt(path, "the pickle ends early") from exc
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     data = np.asarray(batch["data"], dtype=np.uint8)
     labels = np.asarray(batch["labels"], dtype=np.int64)
@@ -782,11 +887,19 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, *_CIFAR10_SHAPE), labels
 
 
-def _download_cifar10(root: Path, batch_dir: Path) -> None:
+def _download_cifar10(root: Path, batch_dir: Path, mirrors: Any) -> None:
     tarball = root / _CIFAR10_TARBALL
     if not tarball.is_file():
-        _download(_CIFAR10_URLS, tarball, _CIFAR10_MD5[_CIFAR10_TARBALL])
+        urls = _urls("cifar10", _CIFAR10_TARBALL, mirrors)
+        _download(urls, tarball, _CIFAR10_MD5[_CIFAR10_TARBALL])
     batch_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _extract_cifar10(tarball, batch_dir)
+    except (tarfile.TarError, EOFError, zlib.error, KeyError) as exc:
+        raise _corrupt(tarball, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _extract_cifar10(tarball: Path, batch_dir: Path) -> None:
     with tarfile.open(tarball, "r:gz") as tar:
         for name in (*_CIFAR10_TRAIN, _CIFAR10_TEST):
             target = batch_dir / name
@@ -824,6 +937,7 @@ def load_cifar10(
     flatten: bool = True,
     seed: int = 0,
     download: bool = False,
+    mirrors: str | list[str] | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Dataset:
@@ -832,7 +946,7 @@ def load_cifar10(
     batch_dir = base / _CIFAR10_DIR
     names = [*_CIFAR10_TRAIN, _CIFAR10_TEST]
     if download and not all((batch_dir / n).is_file() for n in names):
-        _download_cifar10(base, batch_dir)
+        _download_cifar10(base, batch_dir, mirrors)
     missing = [n for n in names if not (batch_dir / n).is_file()]
     if missing:
         raise _missing_files_error(

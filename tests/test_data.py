@@ -1,19 +1,20 @@
 """Tests for nrc.data: the seeded Gaussian mixture and the offline file loaders.
 
-Real-format files are written by the tests themselves into ``tmp_path``; nothing is downloaded
-(the download path is exercised with a monkeypatched ``urllib.request.urlopen``).
+Real-format files are written by the tests themselves into ``tmp_path``. Downloads are tested end
+to end against an HTTP server on 127.0.0.1 serving the offline MNIST files (``../shared/data``,
+found as in ``tests/conftest.py``); nothing here reaches the internet.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
+import http.server
 import os
 import pickle
+import socket
 import tarfile
-import urllib.error
-import urllib.request
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -323,94 +324,181 @@ def test_cifar10_missing_files_error(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Downloads, with urllib monkeypatched (no network here)
+# Downloads, end to end against a local HTTP server on 127.0.0.1 (never the internet)
 # --------------------------------------------------------------------------------------------
 
 
-class FakeResponse(io.BytesIO):
-    """A urlopen() response; ``fail_after`` bytes are served before the connection drops."""
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves files under ``server.root``; ``server.mode`` says how to misbehave."""
 
-    def __init__(self, payload: bytes, fail_after: int | None = None):
-        super().__init__(payload)
-        self.fail_after = fail_after
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
 
-    def read(self, size=-1):
-        if self.fail_after is not None and self.tell() >= self.fail_after:
-            raise ConnectionResetError("connection reset by peer")
-        limit = size if self.fail_after is None else min(size, self.fail_after - self.tell())
-        return super().read(limit)
+    def do_GET(self):
+        srv = self.server
+        srv.requests.append(self.path)
+        path = Path(srv.root) / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        payload = path.read_bytes()
+        mode = srv.mode
+        if mode == "cut-once":
+            mode = "cut" if srv.requests.count(self.path) == 1 else "ok"
+        if mode == "corrupt":  # same length, one byte flipped
+            payload = payload[:100] + bytes([payload[100] ^ 0xFF]) + payload[101:]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if mode == "cut":  # announce the whole file, send half, hang up
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """Start ``serve(root, mode="ok")`` -> base URL; servers are shut down after the test."""
+    monkeypatch.delenv("NRC_DATA_MIRROR", raising=False)
+    servers = []
+
+    def start(root: Path, mode: str = "ok"):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        srv.root, srv.mode, srv.requests = str(root), mode, []
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def shared_root() -> Path:
+    root = offline_mnist_root()
+    if root is None:
+        pytest.skip("no offline MNIST: neither $NRC_DATA/MNIST/raw nor ../shared/data/MNIST/raw")
+    return root
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*")) if directory.exists() else []
 
 
-def test_download_network_error_is_a_runtime_error_without_partial_files(tmp_path, monkeypatch):
-    def offline(url, timeout=None):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+def test_download_from_a_mirror_fetches_verified_files(tmp_path, serve):
+    source = shared_root()
+    srv, url = serve(source)
+    root = tmp_path / "cache"
+    ds = load_mnist(root, download=True, mirrors=url, per_class=3, test_per_class=2)
+    raw = root / "MNIST" / "raw"
+    assert leftovers(raw) == sorted(f"{n}.gz" for n in IDX_NAMES)  # no .part files left
+    for name in IDX_NAMES:  # byte-identical to the served files, md5 recomputed here
+        assert md5_of(raw / f"{name}.gz") == md5_of(source / "MNIST" / "raw" / f"{name}.gz")
+    assert sorted(srv.requests) == sorted(f"/MNIST/raw/{n}.gz" for n in IDX_NAMES)
+    reference = load_mnist(source, per_class=3, test_per_class=2)
+    assert torch.equal(ds.x_train, reference.x_train) and torch.equal(ds.y_test, reference.y_test)
+    load_mnist(root, download=True, mirrors=url)  # files present: nothing fetched again
+    assert len(srv.requests) == 4
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+
+def test_download_mirror_from_the_environment_and_the_official_list(tmp_path, serve, monkeypatch):
+    srv, url = serve(shared_root())
+    monkeypatch.setenv("NRC_DATA_MIRROR", url)
+    assert load_dataset("mnist", root=tmp_path / "a", download=True, per_class=1).n_train == 10
+    monkeypatch.delenv("NRC_DATA_MIRROR")
+    # Without an override the official list is used, file name appended to each base URL.
+    monkeypatch.setitem(data.MIRRORS, "mnist", [f"{url}/nowhere/", f"{url}/MNIST/raw/"])
+    assert load_mnist(tmp_path / "b", download=True, per_class=1).n_train == 10
+    assert "/nowhere/train-images-idx3-ubyte.gz" in srv.requests
+
+
+def test_download_checksum_mismatch_leaves_nothing(tmp_path, serve):
+    _, url = serve(shared_root(), mode="corrupt")
     with pytest.raises(RuntimeError) as err:
-        load_mnist(tmp_path, download=True)
+        load_mnist(tmp_path, download=True, mirrors=url)
+    message = str(err.value)
+    assert "does not match the expected" in message
+    assert any(m in message for m in data._MNIST.md5.values())
+    assert leftovers(tmp_path / "MNIST" / "raw") == []
+
+
+def test_download_cut_midway_is_retried_once(tmp_path, serve):
+    srv, url = serve(shared_root(), mode="cut-once")
+    ds = load_mnist(tmp_path, download=True, mirrors=url, per_class=1)
+    assert ds.n_train == 10
+    assert len(srv.requests) == 8  # every file: a cut transfer, then a complete one
+    assert leftovers(tmp_path / "MNIST" / "raw") == sorted(f"{n}.gz" for n in IDX_NAMES)
+
+
+def test_download_always_cut_is_a_clear_error_without_partial_files(tmp_path, serve):
+    srv, url = serve(shared_root(), mode="cut")
+    with pytest.raises(RuntimeError) as err:
+        load_mnist(tmp_path, download=True, mirrors=url)
     message = str(err.value)
     assert "could not download train-images-idx3-ubyte.gz" in message
-    assert "https://ossci-datasets.s3.amazonaws.com/mnist/" in message
-    assert "name resolution" in message
+    assert "try 2 of 2" in message and "NRC_DATA" in message
+    assert len(srv.requests) == 2
     assert leftovers(tmp_path / "MNIST" / "raw") == []
 
 
-def test_download_dropped_midway_leaves_no_partial_file(tmp_path, monkeypatch):
-    payload = os.urandom(3 << 20)
-    monkeypatch.setattr(
-        urllib.request, "urlopen", lambda url, timeout=None: FakeResponse(payload, 2 << 20)
-    )
-    with pytest.raises(RuntimeError, match="connection reset"):
-        load_cifar10(tmp_path, download=True)
-    assert leftovers(tmp_path) == []
+def test_offline_without_files_names_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("NRC_DATA_MIRROR", raising=False)
+    with socket.socket() as sock:  # a port nobody listens on: connection refused, like offline
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with pytest.raises(RuntimeError) as err:
+        load_mnist(tmp_path, download=True, mirrors=dead)
+    message = str(err.value)
+    assert "$NRC_DATA " in message and "$NRC_DATA_MIRROR" in message
+    assert dead in message and leftovers(tmp_path / "MNIST" / "raw") == []
+    with pytest.raises(FileNotFoundError) as err:
+        load_mnist(tmp_path)
+    message = str(err.value)
+    assert "$NRC_DATA" in message and "download=True" in message and "--download" in message
 
 
-def test_download_md5_mismatch_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: FakeResponse(b"junk"))
-    with pytest.raises(RuntimeError, match="md5 .* does not match the expected f68b3c2d"):
-        load_mnist(tmp_path, download=True)
-    assert leftovers(tmp_path / "MNIST" / "raw") == []
+def test_truncated_gz_on_disk_names_the_file_and_the_fix(tmp_path, fake_mnist_arrays):
+    paths = write_idx_layout(tmp_path / "MNIST" / "raw", fake_mnist_arrays, compress=True)
+    paths[0].write_bytes(paths[0].read_bytes()[:40])
+    with pytest.raises(data.DataFileError) as err:
+        load_mnist(tmp_path)
+    message = str(err.value)
+    assert str(paths[0]) in message and "truncated or corrupt" in message
+    assert "delete it" in message and "download=True" in message
 
 
-def test_download_success_writes_the_layout(tmp_path, monkeypatch, fake_mnist_arrays):
-    served = {f"{n}.gz": gzip.compress(idx_bytes(a)) for n, a in fake_mnist_arrays.items()}
-    for name, payload in served.items():
-        monkeypatch.setitem(data._MNIST.md5, name, hashlib.md5(payload).hexdigest())
-    requested = []
-
-    def serve(url, timeout=None):
-        requested.append(url)
-        return FakeResponse(served[url.rsplit("/", 1)[1]])
-
-    monkeypatch.setattr(urllib.request, "urlopen", serve)
-    ds = load_mnist(tmp_path, download=True, per_class=2)
-    assert ds.n_train == 20
-    assert all(u.startswith("https://ossci-datasets.s3.amazonaws.com/mnist/") for u in requested)
-    assert leftovers(tmp_path / "MNIST" / "raw") == sorted(served)
-    load_mnist(tmp_path, download=True)  # files present: no second download
-    assert len(requested) == 4
-
-
-def test_cifar10_download_extracts_the_batches(tmp_path, monkeypatch):
+def test_cifar10_download_extracts_the_batches(tmp_path, serve, monkeypatch):
     source = tmp_path / "source"
     arrays = write_cifar(source)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "cifar-10-python.tar.gz", mode="w:gz") as tar:
         tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    tarball = buffer.getvalue()
     monkeypatch.setitem(
-        data._CIFAR10_MD5, "cifar-10-python.tar.gz", hashlib.md5(tarball).hexdigest()
+        data._CIFAR10_MD5, "cifar-10-python.tar.gz", md5_of(served / "cifar-10-python.tar.gz")
     )
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: FakeResponse(tarball))
+    srv, url = serve(served)
     root = tmp_path / "root"
-    ds = load_cifar10(root, download=True, standardize=False)
+    ds = load_cifar10(root, download=True, standardize=False, mirrors=[url])
+    assert srv.requests == ["/cifar-10-python.tar.gz"]
     assert ds.n_train == 100
     assert torch.allclose(ds.x_test, torch.from_numpy(arrays["test_batch"] / 255.0).float())
     assert sorted(p.name for p in (root / "cifar-10-batches-py").iterdir()) == sorted(arrays)
+    # A truncated tarball on disk: a clear error naming it, no batch half-written.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    tarball = (served / "cifar-10-python.tar.gz").read_bytes()
+    (broken / "cifar-10-python.tar.gz").write_bytes(tarball[: len(tarball) // 3])
+    with pytest.raises(data.DataFileError, match="cifar-10-python.tar.gz is truncated"):
+        load_cifar10(broken, download=True, mirrors=[url])
+    assert not any(p.suffix == ".part" for p in broken.rglob("*"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,6 +510,9 @@ def test_data_root_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("NRC_DATA", str(tmp_path / "env"))
     assert data_root(tmp_path / "arg") == tmp_path / "arg"
     assert data_root() == tmp_path / "env"
+    monkeypatch.chdir(tmp_path)  # relative values resolve against the caller's directory
+    monkeypatch.setenv("NRC_DATA", "rel/data")
+    assert data_root() == tmp_path / "rel" / "data" and data_root("x") == tmp_path / "x"
     monkeypatch.delenv("NRC_DATA")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data_root() == tmp_path / "home" / ".cache" / "nrc" / "data"
