@@ -159,8 +159,15 @@ class ResultStore:
 
 
 def results_dir(notebook: str | None = None) -> Path:
-    """Where notebooks write their records: ``$NRC_RESULTS_DIR`` (set by the runner) or ``./results``."""
-    root = Path(os.environ.get("NRC_RESULTS_DIR") or "results")
+    """Where notebooks write their records: ``$NRC_RESULTS_DIR``, else ``~/.cache/nrc/results``.
+
+    ``nrc reproduce`` sets ``NRC_RESULTS_DIR`` to ``<out>/results``, next to the executed
+    notebooks; set it yourself to put the results of a papermill run next to its output notebook.
+    The default lies outside the working directory on purpose, so a notebook run from anywhere
+    never leaves files in the caller's tree. A relative value resolves against the working
+    directory (for papermill, the caller's).
+    """
+    root = Path(os.environ.get("NRC_RESULTS_DIR") or "~/.cache/nrc/results").expanduser().absolute()
     return root / notebook if notebook else root
 
 

@@ -176,6 +176,8 @@ def _kernel_env(profile: Profile, out_dir: Path, repo: Path) -> dict[str, str | 
         "NRC_CACHE_DIR": str(Path(cache).resolve()) if cache else str(repo / ".nrc-cache"),
         "PYTHONPATH": os.pathsep.join([pkg_root] + [p for p in pythonpath if p != pkg_root]),
     }
+    if os.environ.get("NRC_DATA"):  # kernels start in notebooks/: a relative root means the caller's
+        env["NRC_DATA"] = str(Path(os.environ["NRC_DATA"]).expanduser().absolute())
     if str(profile.device).startswith("cpu"):
         # Tiny models on few cores: one intra-op thread is several times faster than torch's
         # default, and much faster under load (measured 5-80x on the 2-core CI machine).
