@@ -208,7 +208,7 @@ def to_module(arch: Architecture, params: dict[str, torch.Tensor], member: int =
         raise ValueError("to_module supports feed-forward architectures only (residual=False)")
     layers = []
     for l, (name, d_out, d_in) in enumerate(arch.sites(), start=1):
-        lin = torch.nn.Linear(d_in, d_out, bias=arch.bias)
+        lin = torch.nn.Linear(d_in, d_out, bias=arch.bias, dtype=params[name].dtype)  # no float32 round trip
         with torch.no_grad():
             lin.weight.copy_(params[name][member])
             if arch.bias:
