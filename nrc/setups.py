@@ -1,0 +1,106 @@
+"""The standard set-up of the theory-check notebooks: data, architecture, members, training config.
+
+Every notebook that trains the usual sweep (a bias-free MLP over a grid of weight decay and seed)
+builds it through these functions, so identical parameter values give identical
+:meth:`nrc.ResultStore.member_key` cache keys and the notebooks share trained members. In
+particular, a theory check run with ``dataset="mnist"``, ``hidden=[128, 128, 128]``,
+``activation="relu"``, ``bias=False``, ``per_class``, ``epochs``, ``batch_size``, ``lr``,
+``refine_steps`` and ``data_seed=0`` equal to E1's parameters (E1's ``momentum`` is 0.9) reuses
+E1's trained members for every ``(weight_decay, seed)`` they have in common.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .data import Dataset, load_dataset, make_gaussian_mixture
+from .models import Architecture
+from .train import TrainConfig, grid
+
+__all__ = ["load_data", "architecture", "members", "train_config", "scale_text"]
+
+
+def load_data(dataset: str = "synthetic", *, num_classes: int = 4, dim: int = 10, per_class: int = 30,
+              spread: float = 0.7, data_seed: int = 0, test_per_class: int | None = 0) -> Dataset:
+    """The training data of a notebook: the Gaussian mixture, or a balanced image subset.
+
+    Parameters
+    ----------
+    dataset : str
+        ``"synthetic"`` (or ``"gmm"``) for :func:`nrc.make_gaussian_mixture`; otherwise a name
+        accepted by :func:`nrc.load_dataset` (``"mnist"``, ``"fashion-mnist"``, ...), loaded
+        flattened and standardised, downloaded when missing.
+    num_classes, dim, spread : int, int, float
+        Classes, input dimension and within-class standard deviation of the mixture (ignored for
+        image data).
+    per_class : int
+        Training samples per class.
+    data_seed : int
+        Seed of the mixture draw or of the balanced subset.
+    test_per_class : int or None
+        Test samples per class of an image data set (``None``: the whole test split). The
+        training tensors, and so the cache keys, do not depend on it.
+
+    Returns
+    -------
+    Dataset
+    """
+    if dataset in ("synthetic", "gmm"):
+        return make_gaussian_mixture(num_classes=int(num_classes), dim=int(dim), per_class=int(per_class),
+                                     spread=float(spread), seed=int(data_seed))
+    return load_dataset(dataset, per_class=int(per_class), test_per_class=test_per_class, seed=int(data_seed),
+                        download=True)
+
+
+def architecture(data: Dataset, hidden: Sequence[int], *, activation: str = "relu",
+                 bias: bool = False) -> Architecture:
+    """The MLP ``(d_0, *hidden, K)`` for ``data``: input width and class count taken from the data."""
+    return Architecture((int(data.dim), *[int(h) for h in hidden], int(data.num_classes)),
+                        activation=activation, bias=bool(bias))
+
+
+def members(weight_decays: Iterable[float], seeds: Iterable[int]) -> list[dict]:
+    """The ``weight_decay x seed`` grid, weight decays sorted ascending (floats), seeds as ints."""
+    return grid(weight_decay=sorted(float(w) for w in weight_decays), seed=[int(s) for s in seeds])
+
+
+def train_config(loss: str, *, epochs: int, batch_size: int, lr: float, refine_steps: int = 0,
+                 momentum: float = 0.9) -> TrainConfig:
+    """SGD with momentum and a cosine schedule, then ``refine_steps`` full-batch L-BFGS steps in float64.
+
+    ``refine_steps = 0`` means SGD only. This is the configuration of E1 and of T1-T4 and T8.
+    """
+    steps = max(int(refine_steps), 0)
+    return TrainConfig(loss=loss, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                       momentum=float(momentum), schedule="cosine", refine="lbfgs" if steps > 0 else "none",
+                       refine_steps=steps, refine_dtype="float64")
+
+
+def scale_text(data: Dataset, widths: Sequence[int], *, members: int, epochs: int, seeds: Iterable,
+               device, seconds: float | None = None, extra: str = "") -> str:
+    """One sentence stating the scale of a run (for ``nrc.record`` / glue).
+
+    Parameters
+    ----------
+    data : Dataset
+    widths : sequence of int
+        Layer widths of the network(s).
+    members : int
+        Trained members in total.
+    epochs : int
+        SGD epochs per member.
+    seeds : iterable
+        The seeds used.
+    device : str or None
+        The device that trained (``None``: automatic).
+    seconds : float, optional
+        Training wall time in seconds (cached members count the time they took when trained).
+    extra : str
+        Appended as is.
+    """
+    seeds = list(seeds)
+    text = (f"{data.name}, N = {data.n_train} training samples, K = {data.num_classes} classes; "
+            f"widths {tuple(int(w) for w in widths)}; {members} members, {epochs} SGD epochs, "
+            f"{len(seeds)} seed(s); device {device or 'auto'}")
+    if seconds is not None:
+        text += f"; training wall time {seconds:.1f} s"
+    return text + (f"; {extra}" if extra else "") + "."
