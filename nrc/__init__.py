@@ -5,6 +5,7 @@ results (store/cache) -> notebooks (papermill runner) -> book. The flat API belo
 from those small modules.
 """
 from .analysis import Analysis, analyze, analyze_model
+from .config import typed_parameters
 from .collapse import class_means, kmeans, nc1, nc2, one_hot, tcv, within_class, within_total_ratio
 from .data import (DATASETS, Dataset, load_cifar10, load_dataset, load_fashion_mnist, load_mnist,
                    make_gaussian_mixture)
@@ -33,5 +34,5 @@ __all__ = [
     "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "make_gaussian_mixture",
     "member_losses", "nc1", "nc2", "numerical_rank", "one_hot", "record", "regularized_loss",
     "relative_dist_to_rank", "results_dir", "save_run", "save_table", "site_quantities", "svdvals", "tcv",
-    "to_module", "train", "within_class", "within_total_ratio",
+    "to_module", "train", "typed_parameters", "within_class", "within_total_ratio",
 ]

@@ -1,142 +1,112 @@
 """The ``nrc`` command: ``nrc sweep`` (train and measure a weight-decay sweep), ``nrc reproduce``
 (run the notebooks of a profile with papermill) and ``nrc book`` (build the site).
 
-``nrc sweep`` with no arguments runs the embedded default: a synthetic Gaussian mixture (no
+``nrc sweep`` with no options runs the embedded default: a synthetic Gaussian mixture (no
 download), a ReLU MLP, five weight decays x two seeds trained as one stacked model on the CPU in
 well under two minutes, and prints per-layer numerical ranks that fall as weight decay grows.
+
+Every input is validated by :mod:`nrc.config` before anything is trained or written (output
+folders are probed first); a bad value prints one line naming the option, the value and what is
+allowed, and exits with code 2. Ctrl-C prints where the run stopped and exits with 130; no
+traceback reaches the user unless ``--debug`` is given.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
-DEFAULTS = {
-    "dataset": "synthetic", "data_root": None, "per_class": 50, "classes": 4, "dim": 20, "spread": 1.0,
-    "widths": [64, 64, 64], "activation": "relu", "bias": False, "residual": False,
-    "loss": "mse", "epochs": 150, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "schedule": "cosine",
-    "regularize_bias": True, "refine": "none", "refine_steps": 0,
-    "weight_decays": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "seeds": [0, 1],
-    "device": "auto", "cache_dir": None, "no_cache": False, "out": None, "tol": 1e-2, "quiet": False,
-}
+from .config import ConfigError, SweepOptions, check_device, check_writable, sweep_options
+
+#: Defaults of ``nrc sweep`` (from :class:`nrc.config.SweepOptions`).
+DEFAULTS = SweepOptions().model_dump()
+
+#: Where the current run is, for the Ctrl-C message.
+_STATE: dict = {}
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of the usage block."""
 
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
-    from .data import DATASETS
-    from .models import ACTIVATIONS
-
     p.add_argument("--config", type=Path, help="YAML or JSON file with any of the options below "
                    "(keys with underscores, e.g. weight_decays: [0.001, 0.01]); flags override it")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, help="data set (default: synthetic Gaussian mixture)")
+    g.add_argument("--dataset", help="synthetic (default: Gaussian mixture), mnist, fashion-mnist or cifar10")
     g.add_argument("--data-root", help="root of the data files (torchvision layout); default $NRC_DATA")
-    g.add_argument("--per-class", type=int, help="training samples per class (default 50)")
-    g.add_argument("--classes", type=int, help="synthetic: number of classes K (default 4)")
-    g.add_argument("--dim", type=int, help="synthetic: input dimension (default 20)")
-    g.add_argument("--spread", type=float, help="synthetic: within-class standard deviation (default 1.0)")
+    g.add_argument("--per-class", help="training samples per class (default 50)")
+    g.add_argument("--classes", help="synthetic: number of classes K >= 2 (default 4)")
+    g.add_argument("--dim", help="synthetic: input dimension (default 20)")
+    g.add_argument("--spread", help="synthetic: within-class standard deviation >= 0 (default 1.0)")
     g = p.add_argument_group("network")
-    g.add_argument("--widths", type=_ints, help="hidden widths, comma-separated (default 64,64,64)")
-    g.add_argument("--activation", choices=sorted(ACTIVATIONS), help="activation (default relu)")
+    g.add_argument("--widths", help="hidden widths, comma-separated (default 64,64,64)")
+    g.add_argument("--activation", help="relu (default), leaky_relu, tanh, gelu, softplus or linear")
     g.add_argument("--bias", action=argparse.BooleanOptionalAction, help="layers with biases (default: no)")
     g.add_argument("--residual", action=argparse.BooleanOptionalAction,
                    help="residual MLP z + V sigma(W z) (default: no)")
     g = p.add_argument_group("training")
-    g.add_argument("--loss", choices=["ce", "mse"], help="loss (default mse)")
-    g.add_argument("--epochs", type=int, help="SGD epochs (default 150)")
-    g.add_argument("--batch-size", type=int, help="minibatch size per member (default 32)")
-    g.add_argument("--lr", type=float, help="learning rate (default 0.05)")
-    g.add_argument("--momentum", type=float, help="SGD momentum in [0, 1) (default 0.9)")
-    g.add_argument("--schedule", choices=["cosine", "constant"], help="learning-rate schedule (default cosine)")
+    g.add_argument("--loss", help="ce or mse (default mse)")
+    g.add_argument("--epochs", help="SGD epochs >= 0 (default 150)")
+    g.add_argument("--batch-size", help="minibatch size per member (default 32)")
+    g.add_argument("--lr", help="learning rate > 0 (default 0.05)")
+    g.add_argument("--momentum", help="SGD momentum in [0, 1) (default 0.9)")
+    g.add_argument("--schedule", help="learning-rate schedule: cosine (default) or constant")
     g.add_argument("--regularize-bias", action=argparse.BooleanOptionalAction,
                    help="apply weight decay to biases too (default: yes)")
-    g.add_argument("--refine", choices=["none", "gd", "lbfgs"],
-                   help="full-batch float64 refinement toward a stationary point (default none)")
-    g.add_argument("--refine-steps", type=int, help="refinement iterations (default 0)")
+    g.add_argument("--refine", help="full-batch float64 refinement toward a stationary point: none "
+                   "(default), gd or lbfgs")
+    g.add_argument("--refine-steps", help="refinement iterations (default 0)")
     g = p.add_argument_group("sweep")
-    g.add_argument("--weight-decays", type=_floats,
+    g.add_argument("--weight-decays",
                    help="weight decays lambda >= 0, comma-separated (default 1e-3,3e-3,1e-2,3e-2,1e-1)")
-    g.add_argument("--seeds", type=_ints, help="seeds, comma-separated (default 0,1)")
+    g.add_argument("--seeds", help="seeds >= 0, comma-separated (default 0,1)")
     g = p.add_argument_group("output")
-    g.add_argument("--device", help="'auto' (CUDA if available), 'cpu' or 'cuda' (default auto)")
+    g.add_argument("--device", help="'auto' (CUDA if available), 'cpu' or 'cuda[:N]' (default auto)")
     g.add_argument("--cache-dir", help="results cache (default $NRC_CACHE_DIR or .nrc-cache)")
     g.add_argument("--no-cache", action="store_true", default=None, help="train without the cache")
-    g.add_argument("--out", type=Path, help="write tidy.csv, members.csv, spectra.csv and meta.json here")
-    g.add_argument("--tol", type=float, help="relative tolerance tau of the printed rank (default 1e-2)")
+    g.add_argument("--out", help="write tidy.csv, members.csv, spectra.csv and meta.json here")
+    g.add_argument("--tol", help="relative tolerance tau of the printed rank, in (0, 1) (default 1e-2)")
     g.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
 
 
-def _options(args) -> dict:
-    opts = dict(DEFAULTS)
-    if getattr(args, "config", None):
-        import yaml
-
-        loaded = yaml.safe_load(args.config.read_text()) or {}
-        unknown = sorted(set(loaded) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"{args.config}: unknown option(s) {unknown}; allowed: {sorted(DEFAULTS)}")
-        opts.update(loaded)
-    for k in DEFAULTS:
-        v = getattr(args, k, None)
-        if v is not None:
-            opts[k] = v
-    return opts
+def _flags(args) -> dict:
+    return {k: getattr(args, k, None) for k in DEFAULTS}
 
 
-def _validate(o: dict):
-    """Build every object that can fail before any data is loaded or any training starts."""
-    from .data import DATASETS
+def _prepare(o: SweepOptions):
+    """Check everything that can fail before any data is loaded, trained or written."""
     from .models import Architecture
     from .train import TrainConfig, _validate_members, grid
 
-    if o["dataset"] not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {o['dataset']!r}")
-    for key, low in (("per_class", 1), ("classes", 2), ("dim", 1)):
-        if int(o[key]) < low:
-            raise ValueError(f"{key} must be >= {low}, got {o[key]}")
-    if not float(o["spread"]) >= 0:
-        raise ValueError(f"spread must be >= 0, got {o['spread']}")
-    if not o["weight_decays"]:
-        raise ValueError("weight_decays must list at least one value")
-    if not o["seeds"]:
-        raise ValueError("seeds must list at least one value")
-    if not 0 < float(o["tol"]) < 1:
-        raise ValueError(f"tol must be in (0, 1), got {o['tol']}")
-    if o["device"] not in ("auto", "cpu", "cuda") and not str(o["device"]).startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {o['device']!r}")
-    widths = [int(w) for w in o["widths"]]
-    d_in = {"mnist": 784, "fashion-mnist": 784, "cifar10": 3072}.get(o["dataset"], int(o["dim"]))
-    k = 10 if o["dataset"] != "synthetic" else int(o["classes"])
-    arch = Architecture((d_in, *widths, k), activation=o["activation"], bias=bool(o["bias"]),
-                        residual=bool(o["residual"]))
-    config = TrainConfig(loss=o["loss"], epochs=int(o["epochs"]), batch_size=int(o["batch_size"]),
-                         lr=float(o["lr"]), momentum=float(o["momentum"]), schedule=o["schedule"],
-                         regularize_bias=bool(o["regularize_bias"]), refine=o["refine"],
-                         refine_steps=int(o["refine_steps"]))
-    members = grid(weight_decay=[float(v) for v in o["weight_decays"]], seed=[int(s) for s in o["seeds"]])
+    check_device(o.device)
+    if o.out:
+        check_writable(o.out, "--out")
+    if not o.no_cache:
+        check_writable(o.cache_dir or os.environ.get("NRC_CACHE_DIR") or ".nrc-cache", "--cache-dir")
+    d_in = {"mnist": 784, "fashion-mnist": 784, "cifar10": 3072}.get(o.dataset, o.dim)
+    k = 10 if o.dataset != "synthetic" else o.classes
+    try:
+        arch = Architecture((d_in, *o.widths, k), activation=o.activation, bias=o.bias, residual=o.residual)
+    except ValueError as e:
+        raise ConfigError(f"--widths = {','.join(map(str, o.widths))} is not allowed: {e}") from None
+    config = TrainConfig(loss=o.loss, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, momentum=o.momentum,
+                         schedule=o.schedule, regularize_bias=o.regularize_bias, refine=o.refine,
+                         refine_steps=o.refine_steps)
+    members = grid(weight_decay=list(o.weight_decays), seed=list(o.seeds))
     _validate_members(members, config)
     return arch, config, members
 
 
 def run_sweep(args) -> int:
     try:
-        o = _options(args)
-        arch, config, members = _validate(o)
-    except (ValueError, OSError) as err:
+        o = sweep_options(_flags(args), getattr(args, "config", None))
+        arch, config, members = _prepare(o)
+    except (ConfigError, ValueError) as err:
         print(f"nrc sweep: error: {err}", file=sys.stderr)
         return 2
     import pandas as pd
@@ -146,27 +116,41 @@ def run_sweep(args) -> int:
     from .results import ResultStore, save_run
     from .train import train
 
+    _STATE.update(command="sweep", phase="loading data", epochs=config.epochs, epoch=0,
+                  cache=None if o.no_cache else str(ResultStore(o.cache_dir).root),
+                  every=config.checkpoint_every)
     try:
-        if o["dataset"] == "synthetic":
-            data = load_dataset("synthetic", num_classes=int(o["classes"]), dim=int(o["dim"]),
-                                per_class=int(o["per_class"]), spread=float(o["spread"]), seed=0)
+        if o.dataset == "synthetic":
+            data = load_dataset("synthetic", num_classes=o.classes, dim=o.dim, per_class=o.per_class,
+                                spread=o.spread, seed=0)
         else:
-            data = load_dataset(o["dataset"], root=o["data_root"], per_class=int(o["per_class"]))
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"nrc sweep: error: {err}", file=sys.stderr)
+            data = load_dataset(o.dataset, root=o.data_root, per_class=o.per_class)
+    except (FileNotFoundError, ValueError, RuntimeError, OSError, EOFError) as err:
+        print(f"nrc sweep: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    device = None if o["device"] == "auto" else o["device"]
-    progress = False if o["quiet"] else None
+    device = None if o.device == "auto" else o.device
+    progress = False if o.quiet else None
     print(f"nrc sweep: {data.name}, {data.n_train} samples, K={data.num_classes}; network {arch.widths} "
           f"{arch.activation}{' residual' if arch.residual else ''}; {len(members)} members "
-          f"({len(o['weight_decays'])} weight decays x {len(o['seeds'])} seeds) trained as one stacked model",
+          f"({len(o.weight_decays)} weight decays x {len(o.seeds)} seeds) trained as one stacked model",
           flush=True)
-    if o["no_cache"]:
-        sweep = train(arch, data, members, config, device=device, progress=progress)
+
+    def on_epoch(epoch, params, diverged):
+        _STATE["epoch"] = epoch + 1
+
+    _STATE["phase"] = "training"
+    if o.no_cache:
+        sweep = train(arch, data, members, config, device=device, progress=progress, callback=on_epoch)
     else:
-        sweep = ResultStore(o["cache_dir"]).train(arch, data, members, config, device=device, progress=progress)
+        sweep = ResultStore(o.cache_dir).train(arch, data, members, config, device=device, progress=progress,
+                                               callback=on_epoch)
+    _STATE["phase"] = "analysis"
     analysis = analyze(sweep, data)
-    tol = float(o["tol"])
+    if analysis.spectra.empty:
+        print(f"nrc sweep: error: all {len(members)} members diverged (loss became NaN/inf); lower --lr "
+              f"(now {o.lr:g}) or the weight decays", file=sys.stderr)
+        return 1
+    tol = o.tol
     s = analysis.sites.copy()
     s["rank"] = [int(v) for v in _rank(analysis, tol)]
     order = list(dict.fromkeys(s.sort_values("layer")["site"]))
@@ -183,9 +167,10 @@ def run_sweep(args) -> int:
                                                          diverged=("diverged", "sum"))
         print(m)
     print(f"\ntrained in {sweep.seconds:.1f} s on {sweep.device}")
-    if o["out"]:
-        save_run(o["out"], sweep, analysis, options={k: str(v) if isinstance(v, Path) else v for k, v in o.items()})
-        print(f"wrote {o['out']}/tidy.csv, members.csv, spectra.csv, meta.json")
+    if o.out:
+        _STATE["phase"] = "writing"
+        save_run(o.out, sweep, analysis, options=o.model_dump())
+        print(f"wrote {o.out}/tidy.csv, members.csv, spectra.csv, meta.json")
     return 0
 
 
@@ -196,41 +181,128 @@ def _rank(analysis, tol):
     return [ranks[(m, site)] for m, site in zip(analysis.sites["member"], analysis.sites["site"])]
 
 
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if not isinstance(err, (EOFError, OSError)) or str(err) else f"{type(err).__name__}: {text}"
+
+
+def run_book_checked(args) -> int:
+    """``nrc book``: a clear message when not run at a repository root."""
+    root = Path(args.root)
+    missing = [f for f in ("_config.yml", "_toc.yml") if not (root / f).is_file()]
+    if missing:
+        print(f"nrc book: error: {root.absolute()} is not the nrc repository root (no {' or '.join(missing)}); "
+              f"run it from the folder holding _config.yml, or pass --root PATH", file=sys.stderr)
+        return 2
+    from .book import run_book
+
+    return run_book(args)
+
+
+def run_reproduce_checked(args) -> int:
+    from .runner import run_reproduce
+
+    _STATE.update(command="reproduce", out=str(Path(args.out).absolute()))
+    return run_reproduce(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = _Parser(
         prog="nrc", description="Neural Rank Collapse companion: weight-decay sweeps, spectra, neural "
-        "collapse and the rank-TCV bound (Zangrando et al., arXiv 2402.03991).")
-    sub = parser.add_subparsers(dest="command")
-    sweep = sub.add_parser("sweep", help="train a weight-decay x seed sweep as one stacked model and print "
-                           "per-layer ranks", description="Train a weight-decay x seed sweep as one stacked "
-                           "model and print per-layer numerical ranks. With no options: the embedded "
+        "collapse and the rank-TCV bound (Zangrando et al., arXiv 2402.03991). The main job is "
+        "'nrc sweep': train a weight-decay sweep and print per-layer ranks (try 'nrc sweep --help').",
+        epilog="examples:  nrc sweep   |   nrc sweep --epochs 50 --weight-decays 1e-3,1e-1   |   "
+        "nrc reproduce --profile smoke   |   nrc book")
+    parser.add_argument("--version", action="version", version=f"nrc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="{sweep,reproduce,book}", parser_class=_Parser)
+    sweep = sub.add_parser("sweep", help="(main job) train a weight-decay x seed sweep as one stacked model "
+                           "and print per-layer ranks", description="Train a weight-decay x seed sweep as one "
+                           "stacked model and print per-layer numerical ranks. With no options: the embedded "
                            "synthetic default (no download).")
     add_sweep_arguments(sweep)
     sweep.set_defaults(func=run_sweep)
-    from .runner import add_reproduce_arguments, run_reproduce
+    from .runner import add_reproduce_arguments
 
     rep = sub.add_parser("reproduce", help="run the notebooks of a profile with papermill",
                          description="Validate a profile, run its notebooks with papermill into book/executed, "
                          "print the time per notebook, exit non-zero if any failed.")
     add_reproduce_arguments(rep)
-    rep.set_defaults(func=run_reproduce)
+    rep.set_defaults(func=run_reproduce_checked)
     try:
-        from .book import add_book_arguments, run_book
+        from .book import add_book_arguments
     except ImportError:  # the book module is optional
         add_book_arguments = None
     if add_book_arguments is not None:
         book = sub.add_parser("book", help="build the Jupyter Book from the executed notebooks")
         add_book_arguments(book)
-        book.set_defaults(func=run_book)
+        book.set_defaults(func=run_book_checked)
     return parser
 
 
+def _interrupted() -> str:
+    s = _STATE
+    if s.get("command") == "sweep":
+        phase = s.get("phase")
+        if phase == "training":
+            where = f"during training, at epoch {s.get('epoch', 0)} of {s.get('epochs')}"
+            if s.get("cache"):
+                saved = (f"members finished so far and a checkpoint (every {s.get('every')} epochs) are in "
+                         f"{s['cache']}; run the same command again to resume from there")
+            else:
+                saved = "nothing was saved (--no-cache); run the command again to start over"
+        elif phase in ("analysis", "writing"):
+            where = f"after training, during {phase}"
+            saved = (f"the trained members are cached in {s['cache']}; run the same command again to finish "
+                     "without retraining" if s.get("cache") else "run the command again to start over")
+        else:
+            where, saved = "before training started", "nothing was written; run the command again"
+        return f"nrc sweep: interrupted {where}; {saved}"
+    if s.get("command") == "reproduce":
+        return (f"nrc reproduce: interrupted; notebooks finished so far are recorded in {s.get('out')}/status.json; "
+                "run the same command again to finish (trained members are cached and load instantly)")
+    return "nrc: interrupted"
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    _STATE.clear()
     parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    first = argv[0]
+    commands = {"sweep", "reproduce", "book"}
+    if first not in commands and first not in ("-h", "--help", "--version"):
+        sweep_flags = {o for a in parser._subparsers._group_actions[0].choices["sweep"]._actions
+                       for o in a.option_strings}
+        if first.split("=")[0] in sweep_flags:
+            print(f"nrc: error: {first.split('=')[0]} is an option of 'nrc sweep'; run: nrc sweep {' '.join(argv)}",
+                  file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        args = parser.parse_args(["sweep", *(argv or [])])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"\n{_interrupted()}", file=sys.stderr)
+        return 130
+    except ConfigError as err:
+        print(f"nrc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - no traceback reaches a CLI user
+        if debug:
+            raise
+        print(f"nrc {args.command}: error: {type(err).__name__}: {_one_line(err)} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
