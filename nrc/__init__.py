@@ -9,7 +9,7 @@ from .config import typed_parameters
 from .collapse import class_means, kmeans, nc1, nc2, one_hot, tcv, within_class, within_total_ratio
 from .data import (DATASETS, Dataset, load_cifar10, load_dataset, load_fashion_mnist, load_mnist,
                    make_gaussian_mixture)
-from . import landscape, plots
+from . import landscape, plots, report
 from .landscape import (
     barrier, collapse_costs, collapse_path, compare_spectra, descent_path, hidden_tcv, max_rise,
     member_params, min_norm_weights, path_values, regularized_objective, residual_projector,
@@ -24,7 +24,7 @@ from .train import Sweep, TrainConfig, grid, member_losses, regularized_loss, tr
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "Analysis", "landscape", "plots", "barrier", "collapse_costs", "collapse_path",
+    "ACTIVATIONS", "Analysis", "landscape", "plots", "report", "barrier", "collapse_costs", "collapse_path",
     "compare_spectra", "descent_path", "hidden_tcv", "max_rise", "member_params", "min_norm_weights",
     "path_values", "regularized_objective", "residual_projector", "ridge_readout",
     "solve_reduced_problem", "straight_path", "Architecture", "DATASETS", "Dataset", "ResultStore",

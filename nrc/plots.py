@@ -1,110 +1,226 @@
-"""Figures drawn from the tidy tables of :class:`nrc.Analysis` (one figure per call, returned).
+"""Figures drawn with seaborn from the tidy tables of :class:`nrc.Analysis` (one figure per call).
 
-Each function takes a DataFrame and returns the matplotlib ``Figure``; it never calls
+Each function takes a long-form DataFrame and returns the matplotlib ``Figure``; it never calls
 ``plt.show`` or changes the backend, so notebooks display it and ``myst_nb.glue`` can store it.
+Conventions of the book (legible at its content width of about 750 px):
+
+* figures 7.5 in wide at 100 dpi, text of at least 10 pt (:func:`nrc.report.page_setup`);
+* lines are the mean over seeds, bands the min-max range over seeds (seaborn ``("pi", 100)``);
+* weight decay :math:`\\lambda` is coloured with a sequential palette (viridis without its yellow
+  end), so it reads on white and in greyscale; :math:`\\lambda = 0` sits at the left end of a
+  symlog axis;
+* reference lines (rank :math:`K`, :math:`y = x`) are drawn where they matter.
 """
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
-__all__ = ["spectra_by_site", "metric_vs", "bound_scatter"]
+__all__ = ["lambda_palette", "lambda_axis", "spectra_by_site", "metric_vs", "vs_lambda",
+           "bound_scatter", "WIDTH"]
+
+#: Figure width in inches (at 100 dpi: the book's content width).
+WIDTH = 7.5
+_BAND = ("pi", 100)  # min-max over the members drawn together (seeds)
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def lambda_palette(values) -> dict:
+    """Sequential colours for the sorted distinct ``values`` (viridis from dark to green, no yellow)."""
+    vals = sorted(set(values))
+    cmap = plt.get_cmap("viridis")
+    pos = np.linspace(0.0, 0.78, max(2, len(vals)))[: len(vals)] if len(vals) > 1 else [0.3]
+    return {v: cmap(p) for v, p in zip(vals, pos)}
+
+
+def _hue_palette(values) -> dict:
+    vals = list(dict.fromkeys(values))
+    if all(isinstance(v, (int, float, np.number)) for v in vals):
+        return lambda_palette(vals)
+    return dict(zip(vals, sns.color_palette("colorblind", len(vals))))
 
 
 def _sites(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(df.sort_values("layer")["site"])) if "layer" in df else list(dict.fromkeys(df["site"]))
 
 
-def _colors(values):
-    cmap = plt.get_cmap("viridis")
-    vals = sorted(set(values))
-    return {v: cmap(i / max(1, len(vals) - 1)) for i, v in enumerate(vals)}
+def _log_y(ax):
+    """Log y axis; below two decades of data the ticks are written as plain numbers (0.2, 0.5)."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 100:
+        fmt = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(fmt)
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+
+
+def lambda_axis(ax, lams, label: str = r"weight decay $\lambda$"):
+    """A log :math:`\\lambda` axis that still shows :math:`\\lambda = 0` (symlog, linear below the smallest positive value)."""
+    lams = [float(v) for v in lams]
+    pos = sorted(v for v in set(lams) if v > 0)
+    if pos and min(lams) == 0:
+        ax.set_xscale("symlog", linthresh=pos[0], linscale=0.6)
+        ax.set_xlim(left=0)
+    elif pos:
+        ax.set_xscale("log")
+    ax.set_xlabel(label)
 
 
 def spectra_by_site(spec: pd.DataFrame, *, hue: str = "weight_decay", floor: float = 1e-12,
-                    title: str | None = None):
-    """Normalised singular values ``s_j / s_1`` (log scale) against ``j``, one panel per weight.
+                    title: str | None = None, col_wrap: int = 2, sites=None):
+    """Normalised singular values :math:`s_j/s_1` (log scale) against :math:`j`, one panel per weight matrix.
 
-    Lines are coloured by ``hue``; members sharing a ``hue`` value (e.g. seeds) are drawn alike.
-    Values below ``floor`` are drawn at the floor so exact zeros stay visible.
+    One line per value of ``hue`` (mean over the members sharing it, e.g. seeds, with a min-max
+    band). Values below ``floor`` are drawn at the floor so exact zeros stay visible.
     """
-    sites = list(dict.fromkeys(spec["site"]))
-    fig, axes = plt.subplots(1, len(sites), figsize=(3.2 * len(sites), 3.0), sharey=True, squeeze=False)
-    colors = _colors(spec[hue])
-    for ax, site in zip(axes[0], sites):
-        sub = spec[spec["site"] == site]
-        for (h, member), g in sub.groupby([hue, "member"]):
-            ax.semilogy(g["j"], np.maximum(g["s_rel"], floor), color=colors[h], lw=1.2, alpha=0.8)
+    data = spec.copy()
+    data["s_rel"] = np.maximum(data["s_rel"].to_numpy(dtype=float), floor)
+    sites = list(sites) if sites is not None else list(dict.fromkeys(data["site"]))
+    ncol = min(col_wrap, len(sites))
+    nrow = int(np.ceil(len(sites) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH, 2.9 * nrow + 0.4), sharey=True, squeeze=False, layout="constrained")
+    palette = _hue_palette(sorted(data[hue].unique()) if pd.api.types.is_numeric_dtype(data[hue])
+                           else data[hue].unique())
+    data["_hue"] = data[hue].map(_fmt)
+    pal = {_fmt(k): v for k, v in palette.items()}
+    for ax, site in zip(axes.flat, sites):
+        sns.lineplot(data=data[data["site"] == site], x="j", y="s_rel", hue="_hue", hue_order=list(pal),
+                     palette=pal, errorbar=_BAND, ax=ax, lw=1.6, legend=False)
+        _log_y(ax)
         ax.set_title(site)
-        ax.set_xlabel("index j")
-    axes[0][0].set_ylabel("$s_j / s_1$")
-    handles = [plt.Line2D([], [], color=c, label=f"{hue}={v:g}" if isinstance(v, float) else f"{hue}={v}")
-               for v, c in colors.items()]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        ax.set_xlabel("index $j$")
+        ax.set_ylabel("$s_j / s_1$")
+    for ax in list(axes.flat)[len(sites):]:
+        ax.set_visible(False)
+    label = r"$\lambda$" if hue == "weight_decay" else hue
+    handles = [plt.Line2D([], [], color=c, lw=2, label=k) for k, c in pal.items()]
+    fig.legend(handles=handles, title=label, loc="outside right center", frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def metric_vs(df: pd.DataFrame, x: str, y: str, *, by: str = "site", logx: bool = True, logy: bool = True,
-              floor: float | None = None, ylabel: str | None = None, title: str | None = None):
-    """``y`` against ``x``, one line per value of ``by``; mean over the other members with min-max band.
+              floor: float | None = None, ylabel: str | None = None, xlabel: str | None = None,
+              title: str | None = None, ref: float | None = None, ref_label: str | None = None):
+    """``y`` against ``x``, one line per value of ``by``: mean over the other members, min-max band.
 
-    Zero ``x`` values are dropped on a log axis (e.g. weight decay 0).
+    Zero ``x`` values are kept on a log :math:`\\lambda` axis (symlog) when ``x`` is the weight decay,
+    dropped otherwise. ``ref`` draws a dashed horizontal reference line (e.g. rank :math:`K`).
     """
     data = df.copy()
-    if logx:
+    if logx and x != "weight_decay":
         data = data[data[x] > 0]
     if floor is not None:
         data[y] = np.maximum(data[y], floor)
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
-    groups = _sites(data) if by == "site" else sorted(set(data[by]))
-    colors = plt.get_cmap("tab10")
-    for i, key in enumerate(groups):
-        g = data[data[by] == key].groupby(x)[y]
-        mean, lo, hi = g.mean(), g.min(), g.max()
-        ax.plot(mean.index, mean.values, "o-", color=colors(i % 10), label=str(key), ms=4)
-        ax.fill_between(mean.index, lo.values, hi.values, color=colors(i % 10), alpha=0.15)
+    fig, ax = plt.subplots(figsize=(WIDTH * 0.87, 4.2), layout="constrained")
+    groups = _sites(data) if by == "site" else list(dict.fromkeys(sorted(data[by].unique(), key=str)))
+    sns.lineplot(data=data, x=x, y=y, hue=by, hue_order=groups, style=by, style_order=groups,
+                 palette=sns.color_palette("colorblind", len(groups)), markers=True, dashes=False,
+                 errorbar=_BAND, ax=ax, lw=1.8, markersize=7)
     if logx:
-        ax.set_xscale("log")
+        if x == "weight_decay":
+            lambda_axis(ax, data[x])
+        else:
+            ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
+    if ref is not None:
+        ax.axhline(ref, color="0.3", ls="--", lw=1.2, label=ref_label)
+    if xlabel or x != "weight_decay":
+        ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
-    ax.legend(title=by, frameon=False, fontsize=8)
+    ax.legend(title=None if by == "site" else by, frameon=False, loc="best")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
+    return fig
+
+
+def vs_lambda(df: pd.DataFrame, metrics, labels, sites, *, logy=True, floor: float = 1e-16,
+              site_labels: dict | None = None, refs: dict | None = None, height: float = 3.8):
+    """One panel per metric against :math:`\\lambda`: one line per weight matrix (mean over seeds, min-max band).
+
+    Parameters
+    ----------
+    df : DataFrame
+        ``Analysis.sites`` (columns ``weight_decay``, ``site`` and the metrics).
+    metrics, labels : list of str
+        Columns to plot and their axis labels (math allowed).
+    sites : list of str
+        Weight matrices (lines), in order.
+    logy : bool or list of bool
+        Log y axis, one for all panels or one per panel; a linear axis gets integer ticks.
+    site_labels : dict, optional
+        Legend label per site.
+    refs : dict, optional
+        Metric -> ``(value, label)`` of a dashed horizontal reference line (e.g. rank :math:`K`).
+    """
+    logys = list(logy) if isinstance(logy, (list, tuple)) else [logy] * len(metrics)
+    data = df[df["site"].isin(sites)].copy()
+    names = [site_labels[s] if site_labels else s for s in sites]
+    data["layer "] = data["site"].map(dict(zip(sites, names)))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(WIDTH, height), squeeze=False, layout="constrained")
+    pal = sns.color_palette("colorblind", len(sites))
+    for ax, metric, label, ly in zip(axes[0], metrics, labels, logys):
+        d = data.copy()
+        d[metric] = np.maximum(d[metric].to_numpy(dtype=float), floor) if ly else d[metric]
+        sns.lineplot(data=d, x="weight_decay", y=metric, hue="layer ", hue_order=names, style="layer ",
+                     style_order=names, palette=pal, markers=True, dashes=False, errorbar=_BAND, ax=ax,
+                     lw=1.8, markersize=7, legend=ax is axes[0][-1])
+        lambda_axis(ax, data["weight_decay"])
+        if ly:
+            _log_y(ax)
+        else:
+            ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        if refs and metric in refs:
+            value, rlabel = refs[metric]
+            ax.axhline(value, color="0.3", ls="--", lw=1.2, label=rlabel)
+            ax.annotate(rlabel, (0.02, value), xycoords=("axes fraction", "data"), va="bottom",
+                        fontsize=plt.rcParams["legend.fontsize"], color="0.3")
+        ax.set_ylabel(label)
+    leg = axes[0][-1].get_legend()
+    if leg is not None:
+        handles, labs = axes[0][-1].get_legend_handles_labels()
+        keep = [(h, lb) for h, lb in zip(handles, labs) if lb in names]
+        axes[0][-1].legend([h for h, _ in keep], [lb for _, lb in keep], frameon=False, loc="best")
     return fig
 
 
 def bound_scatter(sites: pd.DataFrame, *, measured: str = "dK", bounds=("bound", "bound_cs", "bound_a2"),
-                  floor: float = 1e-14, title: str | None = None):
-    """Measured ``d_K^F(W)`` against each bound (log-log), with the line ``y = x``.
+                  floor: float = 1e-14, title: str | None = None, labels: dict | None = None):
+    """Measured :math:`d_K^F(W)` against each bound (log-log), with the line :math:`y = x`.
 
     Every point must lie below the line (Theorem A); the distance below it is the slack.
     """
-    data = sites.replace([np.inf], np.nan)
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    markers = "osd^v"
-    lo, hi = np.inf, 0.0
-    for i, b in enumerate(bounds):
-        d = data[[b, measured]].dropna()
-        if d.empty:
+    data = sites.replace([np.inf, -np.inf], np.nan)
+    rows = []
+    for b in bounds:
+        if b not in data:
             continue
-        xv, yv = np.maximum(d[b].to_numpy(), floor), np.maximum(d[measured].to_numpy(), floor)
-        ax.scatter(xv, yv, s=18, marker=markers[i % 5], alpha=0.7, label=b)
-        lo, hi = min(lo, xv.min(), yv.min()), max(hi, xv.max(), yv.max())
-    if hi > 0:
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+        d = data[[b, measured]].dropna()
+        rows.append(pd.DataFrame({"bound_value": np.maximum(d[b].to_numpy(dtype=float), floor),
+                                  "measured": np.maximum(d[measured].to_numpy(dtype=float), floor),
+                                  "bound": (labels or {}).get(b, b)}))
+    fig, ax = plt.subplots(figsize=(WIDTH * 0.87, 4.8), layout="constrained")
+    if rows:
+        long = pd.concat(rows, ignore_index=True)
+        sns.scatterplot(data=long, x="bound_value", y="measured", hue="bound", style="bound",
+                        palette=sns.color_palette("colorblind", len(rows)), s=45, alpha=0.8, ax=ax)
+        lo = min(long["bound_value"].min(), long["measured"].min())
+        hi = max(long["bound_value"].max(), long["measured"].max())
+        ax.plot([lo, hi], [lo, hi], color="0.3", ls="--", lw=1.2, label="$y = x$")
+        ax.legend(frameon=False, loc="best")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("bound")
-    ax.set_ylabel(f"measured {measured}")
-    ax.legend(frameon=False, fontsize=8)
+    ax.set_ylabel(f"measured {measured}" if measured != "dK" else r"measured $d_K^F(W)$")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
     return fig
