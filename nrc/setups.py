@@ -16,7 +16,7 @@ from .data import Dataset, load_dataset, make_gaussian_mixture
 from .models import Architecture
 from .train import TrainConfig, grid
 
-__all__ = ["load_data", "architecture", "members", "train_config", "scale_text"]
+__all__ = ["load_data", "architecture", "members", "train_config", "train_and_analyze", "scale_text"]
 
 
 def load_data(dataset: str = "synthetic", *, num_classes: int = 4, dim: int = 10, per_class: int = 30,
@@ -104,3 +104,60 @@ def scale_text(data: Dataset, widths: Sequence[int], *, members: int, epochs: in
     if seconds is not None:
         text += f"; training wall time {seconds:.1f} s"
     return text + (f"; {extra}" if extra else "") + "."
+
+
+def train_and_analyze(store, arch: Architecture, data: Dataset, members: list[dict], losses: Sequence[str], *,
+                      epochs: int, batch_size: int, lr: float, refine_steps: int = 0, device=None):
+    """Train (or load from ``store``) one sweep per loss and measure every weight matrix in float64.
+
+    Parameters
+    ----------
+    store : nrc.ResultStore
+    arch, data, members
+        From :func:`architecture`, :func:`load_data` and :func:`members`.
+    losses : sequence of str
+        ``"mse"`` and/or ``"ce"``: one cached sweep each, configured by :func:`train_config`.
+    epochs, batch_size, lr, refine_steps
+        Passed to :func:`train_config`.
+    device : str or None
+
+    Returns
+    -------
+    sites : DataFrame
+        ``Analysis.sites`` of every loss with a ``loss`` column, plus ``collapsed`` (the member's
+        weights all shrank to about 0: the product of their Frobenius norms is below 1e-6, the
+        trivial critical point) and ``trivial`` (``min(d_out, d_in) <= K``, so the distance to
+        rank ``K`` is 0 by shape). Diverged members are left out by ``nrc.analyze``.
+    member_table : DataFrame
+        ``Analysis.members`` of every loss with a ``loss`` column.
+    seconds : float
+        Training wall time (as recorded when each member was trained).
+    device : str
+        The device the sweeps ran on.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .analysis import analyze
+
+    site_tables, member_tables, seconds, used = [], [], 0.0, None
+    for loss in losses:
+        sweep = store.train(arch, data, members, train_config(loss, epochs=epochs, batch_size=batch_size, lr=lr,
+                                                              refine_steps=refine_steps), device=device)
+        seconds += float(sweep.seconds)
+        used = sweep.device
+        an = analyze(sweep, data, device=device)
+        site_tables.append(an.sites.assign(loss=loss))
+        member_tables.append(an.members.assign(loss=loss))
+    sites = pd.concat(site_tables, ignore_index=True)
+    member_table = pd.concat(member_tables, ignore_index=True)
+    if sites.empty:
+        raise RuntimeError("every member diverged; lower lr or change the grid")
+    for col in ["dK", "bound", "bound_cs", "bound_a2", "grad_norm"]:
+        if col in sites and not np.isfinite(sites[col]).all():
+            raise RuntimeError(f"non-finite values in column {col}")
+    weight_scale = sites.groupby(["loss", "member"])["frob"].prod()
+    sites["collapsed"] = [bool(weight_scale[(l, m)] < 1e-6) for l, m in zip(sites["loss"], sites["member"])]
+    shapes = {name: (d_out, d_in) for name, d_out, d_in in arch.sites()}
+    sites["trivial"] = [min(shapes[s]) <= data.num_classes for s in sites["site"]]
+    return sites, member_table, seconds, str(used)
