@@ -128,7 +128,8 @@ class ResultStore:
         if len(datasets) != len(members):
             raise ValueError(f"got {len(datasets)} data sets for {len(members)} members")
         keys = [self.member_key(arch, config, d, m) for d, m in zip(datasets, members)]
-        missing = [i for i, k in enumerate(keys) if not self._path(k).exists()]
+        loaded = {k: self._load(k) for k in dict.fromkeys(keys)}  # damaged entries: set aside, recomputed
+        missing = [i for i, k in enumerate(keys) if loaded[k] is None]
         if missing:
             sub_data = [datasets[i] for i in missing] if per_member else data
             ckpt = self.root / "checkpoints" / f"{fingerprint([keys[i] for i in missing])}.pt"
@@ -141,7 +142,8 @@ class ResultStore:
                               "diverged": bool(sweep.diverged[j]), "member": members[i],
                               "seconds": sweep.seconds / len(missing), "device": sweep.device,
                               "meta": env}, self._path(keys[i]))
-        entries = [torch.load(self._path(k), weights_only=False) for k in keys]
+        entries = [loaded[k] if loaded[k] is not None else torch.load(self._path(k), weights_only=False)
+                   for k in keys]
         params = {k: torch.stack([e["params"][k] for e in entries]) for k in entries[0]["params"]}
         history = {k: np.stack([e["history"][k] for e in entries], axis=1) for k in entries[0]["history"]}
         return Sweep(arch, config, members, params, history,
@@ -153,6 +155,13 @@ class ResultStore:
         members = _validate_members(members, config)
         datasets = list(data) if not isinstance(data, Dataset) else [data] * len(members)
         return [self._path(self.member_key(arch, config, d, m)).exists() for d, m in zip(datasets, members)]
+
+    def _load(self, key: str):
+        """The cache entry ``key``, or None when absent or damaged (then warned about and set aside)."""
+        from .safeload import load_or_set_aside
+
+        return load_or_set_aside(self._path(key), "cache entry",
+                                 required=("params", "history", "diverged", "seconds", "device"))
 
     def _path(self, key: str) -> Path:
         return self.root / "members" / f"{key}.pt"

@@ -291,8 +291,12 @@ def train(arch: Architecture, data, members: list[dict], config: TrainConfig = T
     fingerprint = {"arch": arch.to_dict(), "config": config.to_dict(), "members": members,
                    "data": [list(x.shape), int(y.sum())]}
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+    from .safeload import load_or_set_aside  # a damaged checkpoint is set aside and training restarts
+
+    state = load_or_set_aside(ckpt, "checkpoint", map_location=device,
+                              required=("fingerprint", "params", "bufs", "diverged", "history", "epoch",
+                                        "step", "gens")) if ckpt is not None else None
+    if state is not None:
         if state["fingerprint"] == fingerprint:
             params = state["params"]
             bufs = state["bufs"]
