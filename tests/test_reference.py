@@ -265,7 +265,7 @@ def test_cli_printed_tables_match_reference(monkeypatch, capsys, tmp_path):
     train_mod = sys.modules["nrc.train"]  # the module (``nrc.train`` is also the re-exported function)
 
     wds, seeds, tol = [0.01, 0.1], [0, 1], 1e-2
-    known = {}
+    known, last_sweep = {}, []
 
     def fake_train(arch, data, members, config, **kw):
         rng = np.random.default_rng(7)
@@ -279,7 +279,8 @@ def test_cli_printed_tables_match_reference(monkeypatch, capsys, tmp_path):
                 known[(site, m["weight_decay"], m["seed"])] = s
                 mats.append(ref.matrix_with_singular_values(rng, d_out, d_in, s))
             params[site] = torch.tensor(np.stack(mats))
-        return Sweep(arch, config, members, params, {}, np.zeros(len(members), dtype=bool), 0.0, "cpu")
+        last_sweep[:] = [Sweep(arch, config, members, params, {}, np.zeros(len(members), dtype=bool), 0.0, "cpu")]
+        return last_sweep[0]
 
     monkeypatch.setattr(train_mod, "train", fake_train)
     argv = ["sweep", "--quiet", "--no-cache", "--widths", "8,7", "--classes", "3", "--dim", "6", "--per-class", "5",
@@ -302,3 +303,30 @@ def test_cli_printed_tables_match_reference(monkeypatch, capsys, tmp_path):
         expect = [np.mean([ref.dist_from_s(known[(site, w, s)], 3) / ref.dist_from_s(known[(site, w, s)], 0)
                            for s in seeds]) for w in wds]
         np.testing.assert_allclose(rows[site], expect, rtol=6e-3, err_msg=f"d_K/||W|| of {site}")
+    # the member means: the same synthetic data the CLI loads, the reference forward pass (MSE, ReLU)
+    data = nrc.load_dataset("synthetic", num_classes=3, dim=6, per_class=5, spread=1.0, seed=0)
+    x, y = data.x_train.double().numpy(), data.y_train.numpy()
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if "Per weight decay" in ln)
+    header = lines[start + 1].split()
+    printed = {}
+    for ln in lines[start + 2:]:
+        tok = ln.split()
+        if not tok or not re.fullmatch(r"[0-9.e+-]+", tok[0]):
+            if printed:
+                break
+            continue
+        printed[float(tok[0])] = dict(zip(header, map(float, tok[1:])))
+    assert sorted(printed) == wds
+    sweep = last_sweep[0]
+    ref_members = ref.reference_tables((6, 8, 7, 3), "relu", False,
+                                       [({k: v[i].numpy() for k, v in sweep.params.items()}, m["weight_decay"])
+                                        for i, m in enumerate(sweep.members)],
+                                       x, y, "mse", 3, [{n: known[(n, m["weight_decay"], m["seed"])] for n in sites}
+                                                        for m in sweep.members])[1]
+    for w in wds:
+        idx = [i for i, m in enumerate(sweep.members) if m["weight_decay"] == w]
+        for col in ("train_acc", "train_loss"):
+            expect = np.mean([ref_members[i][col] for i in idx])
+            assert printed[w][col] == pytest.approx(expect, rel=2e-3, abs=1e-3), f"{col} at lambda={w}"
+        assert printed[w]["diverged"] == 0
