@@ -131,7 +131,7 @@ def metric_vs(df: pd.DataFrame, x: str, y: str, *, by: str = "site", logx: bool 
         else:
             ax.set_xscale("log")
     if logy:
-        ax.set_yscale("log")
+        _log_y(ax)
     if ref is not None:
         ax.axhline(ref, color="0.3", ls="--", lw=1.2, label=ref_label)
     if xlabel or x != "weight_decay":
