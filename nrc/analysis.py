@@ -156,7 +156,39 @@ def _test_accuracy(arch, p64, datasets, idx, per_member, device):
     return (forward(arch, p64, xt).argmax(-1) == yt).double().mean(1).tolist()
 
 
-def analyze_model(model: torch.nn.Module, data: Dataset, *, loss: str = "ce", weight_decay: float,
+def _loss_convention(loss, weight_decay: float, num_classes: int, n_samples: int):
+    """(nrc loss name, lambda in nrc's convention, description) for a loss name or torch loss object.
+
+    nrc's losses are means over samples: ``ce`` = ``nn.CrossEntropyLoss()`` and ``mse`` =
+    ``(1/N) sum_i 1/2 ||f(x_i) - e_{y_i}||^2``. A model trained on ``c * L_nrc`` with coupled
+    weight decay ``lambda`` has the stationary points of ``L_nrc`` with weight decay
+    ``lambda / c``: ``nn.MSELoss()`` (mean over all N*K entries) is ``c = 2/K``, so
+    ``lambda_nrc = lambda * K / 2``; ``nn.MSELoss(reduction="sum")`` is ``c = 2N``;
+    ``nn.CrossEntropyLoss(reduction="sum")`` is ``c = N``.
+    """
+    if isinstance(loss, str):
+        if loss not in ("ce", "mse"):
+            raise ValueError(f"loss must be 'ce', 'mse', nn.CrossEntropyLoss() or nn.MSELoss(), got {loss!r}")
+        return loss, weight_decay, loss
+    reduction = getattr(loss, "reduction", "mean")
+    if isinstance(loss, torch.nn.MSELoss):
+        scale = {"mean": 2.0 / num_classes, "sum": 2.0 * n_samples}.get(reduction)
+        name = "mse"
+    elif isinstance(loss, torch.nn.CrossEntropyLoss):
+        if getattr(loss, "weight", None) is not None or getattr(loss, "label_smoothing", 0.0):
+            raise ValueError("loss: nn.CrossEntropyLoss with class weights or label smoothing is not "
+                             "supported (the bound is derived for the plain loss)")
+        scale = {"mean": 1.0, "sum": float(n_samples)}.get(reduction)
+        name = "ce"
+    else:
+        raise ValueError(f"loss must be 'ce', 'mse', nn.CrossEntropyLoss() or nn.MSELoss(), "
+                         f"got {type(loss).__name__}")
+    if scale is None:
+        raise ValueError(f"loss: reduction={reduction!r} is not supported; use 'mean' or 'sum'")
+    return name, weight_decay / scale, f"{type(loss).__name__}(reduction={reduction!r})"
+
+
+def analyze_model(model: torch.nn.Module, data: Dataset, *, loss="ce", weight_decay: float,
                   partition: str = "labels") -> Analysis:
     """Analyse a user's own feed-forward torch model (trained anywhere) on a labelled data set.
 
@@ -164,26 +196,63 @@ def analyze_model(model: torch.nn.Module, data: Dataset, *, loss: str = "ce", we
     ----------
     model : torch.nn.Module
         An ``nn.Sequential`` of ``Linear`` layers and one kind of activation
-        (see ``nrc.from_module``).
+        (see ``nrc.from_module``). Its output width must equal the number of classes ``K``.
     data : Dataset
-        The training data the model was fitted on (the bound is about the training loss).
-    loss : {"ce", "mse"}
-        The loss the model was trained with.
+        The training data the model was fitted on (the bound is about the training loss);
+        ``data.num_classes`` must equal the model's output width, every class must have training
+        samples, and ``data.dim`` must equal the model's input width.
+    loss : {"ce", "mse"} or torch loss object
+        The loss the model was trained with, in one of two forms:
+
+        * ``"ce"`` = ``nn.CrossEntropyLoss()``; ``"mse"`` = nrc's
+          ``(1/N) sum_i 1/2 ||f(x_i) - e_{y_i}||^2`` with one-hot targets;
+        * the torch object itself: ``nn.CrossEntropyLoss()``, ``nn.MSELoss()`` (one-hot targets),
+          with ``reduction="mean"`` or ``"sum"``. ``nn.MSELoss()`` averages over all ``N*K``
+          entries, i.e. it is ``2/K`` times nrc's ``"mse"``, so the weight decay is converted to
+          nrc's convention, ``lambda_nrc = lambda * K / 2`` (``"sum"`` reductions: ``lambda / (2N)``
+          for MSE, ``lambda / N`` for CE). Pass the object and the ``lambda`` you trained with;
+          the conversion is done here.
     weight_decay : float
-        The coupled L2 weight decay ``lambda`` it was trained with (> 0).
+        The coupled L2 weight decay ``lambda`` it was trained with (> 0), as given to
+        ``torch.optim.SGD(weight_decay=...)`` (the gradient of ``lambda/2 ||W||^2``).
+    partition : {"labels", "kmeans"}
+        Partition of the within-class residuals.
 
     Returns
     -------
     Analysis
         Per-layer spectra, numerical ranks, ``d_K^F``, previous-layer TCV/NC1 and the
-        Theorem A bound with the measured gradient term.
+        Theorem A bound with the measured gradient term, all in nrc's loss convention
+        (``members.weight_decay`` is ``lambda_nrc``; ``weight_decay_given`` and
+        ``loss_convention`` record what was passed).
+
+    Raises
+    ------
+    ValueError
+        ``weight_decay`` not finite and > 0; the model's output width differs from
+        ``data.num_classes``; a class without training samples; mismatched input width; an
+        unsupported loss.
     """
     from .models import from_module
     from .train import TrainConfig
 
-    if not weight_decay > 0:
-        raise ValueError(f"weight_decay must be > 0 for the Theorem A bound, got {weight_decay}")
+    if isinstance(weight_decay, bool) or not np.isfinite(float(weight_decay)) or not float(weight_decay) > 0:
+        raise ValueError(f"weight_decay must be a finite number > 0 for the Theorem A bound, got {weight_decay}")
     arch, params = from_module(model)
-    sweep = Sweep(arch, TrainConfig(loss=loss), [{"weight_decay": float(weight_decay), "seed": 0, "lr": 0.0}],
+    K = int(data.num_classes)
+    if arch.num_classes != K:
+        raise ValueError(f"the model has {arch.num_classes} outputs but the data have {K} classes "
+                         f"(data.num_classes); K must be both")
+    if arch.widths[0] != data.dim:
+        raise ValueError(f"the model takes inputs of width {arch.widths[0]} but the data have dimension {data.dim}")
+    present = torch.unique(data.y_train).tolist()
+    if int(data.y_train.min()) < 0 or int(data.y_train.max()) >= K:
+        raise ValueError(f"data.y_train must hold labels 0..{K - 1}, got values {present[:10]}")
+    if len(present) != K:
+        missing = sorted(set(range(K)) - set(present))
+        raise ValueError(f"every one of the K={K} classes needs training samples; none for class(es) {missing}")
+    name, lam, convention = _loss_convention(loss, float(weight_decay), K, data.n_train)
+    sweep = Sweep(arch, TrainConfig(loss=name), [{"weight_decay": lam, "seed": 0, "lr": 0.0}],
                   params, {}, np.zeros(1, dtype=bool), 0.0, "cpu")
-    return analyze(sweep, data, partition=partition)
+    info = [{"weight_decay_given": float(weight_decay), "loss_convention": convention}]
+    return analyze(sweep, data, partition=partition, member_info=info)

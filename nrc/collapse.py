@@ -5,6 +5,21 @@ Conventions (SPEC section 2): embeddings ``Z`` have samples as rows, shape ``(N,
 Everything is computed in float64 with exact two-pass formulas held in memory (class means
 first, then residuals), never with a one-pass sum of squares, which cancels catastrophically
 in the collapsed regime the paper is about.
+
+Degenerate inputs get one rule across :func:`nc1`, :func:`nc2`, :func:`tcv`,
+:func:`within_total_ratio` and :func:`kmeans`:
+
+* NaN or inf in ``Z`` (or labels outside ``0..K-1``, or non-integer labels): ``ValueError``
+  naming the argument.
+* ``num_classes`` (or ``num_clusters``) ``< 2``: ``ValueError``; collapse compares classes.
+* A class with no sample in ``labels``: ``ValueError`` from the class-mean statistics
+  :func:`nc1` and :func:`nc2` (a missing mean is undefined). :func:`tcv` and
+  :func:`within_total_ratio` sum over samples and are defined for any partition (an empty group
+  adds nothing), as Theorem A allows any partition. :func:`kmeans` never returns an empty
+  cluster.
+* 0/0 ratios (all class means coincide, e.g. constant features): ``nan``, never a number that
+  reads as collapse -- :func:`nc1`, the three :func:`nc2` statistics and
+  :func:`within_total_ratio` of constant features are all ``nan``; :func:`tcv` (not a ratio) is 0.
 """
 from __future__ import annotations
 
@@ -22,15 +37,26 @@ __all__ = [
 ]
 
 
-def _prep(Z, labels, num_classes):
+def _finite(Z: torch.Tensor, name: str = "Z") -> None:
+    bad = int((~torch.isfinite(Z)).sum())
+    if bad:
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf); collapse metrics of "
+                         "such embeddings are undefined (a diverged network?)")
+
+
+def _prep(Z, labels, num_classes, min_classes: int = 1):
     Z = torch.as_tensor(Z).to(torch.float64)
-    labels = torch.as_tensor(labels, device=Z.device).long()
+    raw = torch.as_tensor(labels, device=Z.device)
+    if raw.is_floating_point() and raw.numel() and not bool((raw == raw.round()).all()):
+        raise ValueError("labels must be integers 0..K-1, got non-integer values")
+    labels = raw.long()
     if Z.ndim not in (2, 3):
         raise ValueError(f"Z must have shape (N, d) or (M, N, d), got {tuple(Z.shape)}")
     if labels.shape[-1] != Z.shape[-2]:
         raise ValueError(f"labels has {labels.shape[-1]} entries but Z has {Z.shape[-2]} samples")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < min_classes:
+        raise ValueError(f"num_classes must be an integer >= {min_classes}, got {num_classes!r}")
+    _finite(Z)
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes - 1}]")
     return Z, labels
@@ -93,6 +119,7 @@ def tcv(Z, labels, num_classes: int, *, kind: str = "squared", normalize: bool =
     """
     if kind not in ("squared", "unsquared"):
         raise ValueError(f"kind must be 'squared' or 'unsquared', got {kind!r}")
+    _prep(Z, labels, num_classes, min_classes=2)
     R = within_class(Z, labels, num_classes)
     per_sample = (R * R).sum(-1)
     value = per_sample.sum(-1) if kind == "squared" else per_sample.sqrt().sum(-1)
@@ -100,12 +127,17 @@ def tcv(Z, labels, num_classes: int, *, kind: str = "squared", normalize: bool =
 
 
 def within_total_ratio(Z, labels, num_classes: int):
-    """Scale-free ``tr(Sigma_W) / tr(Sigma_T)`` in [0, 1]; ``Sigma_T`` is the total covariance."""
-    Z, labels = _prep(Z, labels, num_classes)
+    """Scale-free ``tr(Sigma_W) / tr(Sigma_T)`` in [0, 1]; ``Sigma_T`` is the total covariance.
+
+    ``nan`` when the total variance is 0 (constant features: 0/0, not collapse). Needs
+    ``num_classes >= 2``; empty classes are allowed (see the module docstring).
+    """
+    Z, labels = _prep(Z, labels, num_classes, min_classes=2)
     R = within_class(Z, labels, num_classes)
     T = Z - Z.mean(-2, keepdim=True)
     total = (T * T).sum((-1, -2))
-    return (R * R).sum((-1, -2)) / total.clamp_min(torch.finfo(torch.float64).tiny)
+    ratio = (R * R).sum((-1, -2)) / total.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where(total > 0, ratio, torch.full_like(ratio, float("nan")))
 
 
 def nc1(Z, labels, num_classes: int, *, rtol: float = 1e-12):
@@ -122,13 +154,16 @@ def nc1(Z, labels, num_classes: int, *, rtol: float = 1e-12):
     -------
     Tensor, shape () or (M,), float64
         0 for perfectly collapsed classes; ``nan`` when all class means coincide.
+
+    Raises
+    ------
+    ValueError
+        NaN/inf in ``Z``, ``num_classes < 2``, or a class without samples.
     """
-    Z, labels = _prep(Z, labels, num_classes)
+    Z, labels = _prep(Z, labels, num_classes, min_classes=2)
     means, counts = class_means(Z, labels, num_classes)
     R = Z - one_hot(labels, num_classes) @ means
-    present = counts > 0
-    if not bool(present.all()):
-        raise ValueError("nc1 needs every class to have at least one sample")
+    _require_all_classes(counts, "nc1")
     C = means - Z.mean(-2, keepdim=True)  # (..., K, d)
     gram = C @ C.transpose(-1, -2)  # (..., K, K)
     evals, U = torch.linalg.eigh(gram)
@@ -137,6 +172,14 @@ def nc1(Z, labels, num_classes: int, *, rtol: float = 1e-12):
     Q = (R @ C.transpose(-1, -2)) @ U  # (..., N, K)
     value = ((Q * Q).sum(-2) * inv2).sum(-1) / Z.shape[-2]
     return torch.where(keep.any(-1), value, torch.full_like(value, float("nan")))
+
+
+def _require_all_classes(counts: torch.Tensor, what: str) -> None:
+    empty = (counts == 0)
+    if bool(empty.any()):
+        missing = sorted({int(k) for k in torch.nonzero(empty)[:, -1].tolist()})
+        raise ValueError(f"{what} needs every class to have at least one sample; labels has none of "
+                         f"class(es) {missing}")
 
 
 def nc2(Z, labels, num_classes: int) -> dict[str, torch.Tensor]:
@@ -149,20 +192,30 @@ def nc2(Z, labels, num_classes: int) -> dict[str, torch.Tensor]:
         ``equiangle``: std of the pairwise cosines of the centred means (0 for an ETF);
         ``max_angle``: mean of ``|cos + 1/(K-1)|`` over pairs, the distance to the simplex
         ETF's angle (0 for an ETF).
+        All three are ``nan`` when a centred mean is 0 (e.g. constant features: 0/0).
+
+    Raises
+    ------
+    ValueError
+        NaN/inf in ``Z``, ``num_classes < 2``, or a class without samples.
     """
-    Z, labels = _prep(Z, labels, num_classes)
-    means, _ = class_means(Z, labels, num_classes)
+    Z, labels = _prep(Z, labels, num_classes, min_classes=2)
+    means, counts = class_means(Z, labels, num_classes)
+    _require_all_classes(counts, "nc2")
     C = means - Z.mean(-2, keepdim=True)
     norms = C.norm(dim=-1)
     cos = (C @ C.transpose(-1, -2)) / (norms.unsqueeze(-1) * norms.unsqueeze(-2))
     K = num_classes
     off = ~torch.eye(K, dtype=torch.bool, device=Z.device)
     pairs = cos[..., off]
-    return {
+    degenerate = (norms == 0).any(-1)
+    nan = torch.full_like(norms[..., 0], float("nan"))
+    out = {
         "equinorm": norms.std(-1) / norms.mean(-1),
-        "equiangle": pairs.std(-1),
+        "equiangle": pairs.std(-1) if K > 2 else torch.zeros_like(nan),
         "max_angle": (pairs + 1.0 / (K - 1)).abs().mean(-1),
     }
+    return {k: torch.where(degenerate, nan, v) for k, v in out.items()}
 
 
 def kmeans(Z, num_clusters: int, *, seed: int = 0, iters: int = 100, n_init: int = 4):
@@ -183,11 +236,22 @@ def kmeans(Z, num_clusters: int, *, seed: int = 0, iters: int = 100, n_init: int
     Returns
     -------
     Tensor of int64, shape (N,)
+        Every cluster is non-empty (an empty one takes the point farthest from its centre among
+        clusters with more than one point; with duplicate rows this is still an optimal split).
+
+    Raises
+    ------
+    ValueError
+        ``Z`` not 2-D or with NaN/inf; ``num_clusters`` outside ``[2, N]``.
     """
     Z = torch.as_tensor(Z).to(torch.float64)
+    if Z.ndim != 2:
+        raise ValueError(f"Z must have shape (N, d), got {tuple(Z.shape)}")
+    _finite(Z)
     N = Z.shape[0]
-    if not 1 <= num_clusters <= N:
-        raise ValueError(f"num_clusters must be in [1, {N}], got {num_clusters}")
+    if isinstance(num_clusters, bool) or int(num_clusters) != num_clusters or not 2 <= num_clusters <= N:
+        raise ValueError(f"num_clusters must be an integer in [2, {N}] (N = number of rows of Z), "
+                         f"got {num_clusters!r}")
     gen = torch.Generator().manual_seed(seed)
     best, best_cost = None, float("inf")
     for _ in range(n_init):
@@ -208,7 +272,22 @@ def kmeans(Z, num_clusters: int, *, seed: int = 0, iters: int = 100, n_init: int
             if torch.equal(newC, C):
                 break
             C = newC
+        assign = _fill_empty(Z, C, assign, num_clusters)
         cost = float(((Z - C[assign]) ** 2).sum())
         if cost < best_cost:
             best, best_cost = assign, cost
     return best
+
+
+def _fill_empty(Z, C, assign, K):
+    """Give every empty cluster one point: the farthest from its centre among clusters of size > 1."""
+    assign = assign.clone()
+    for k in range(K):
+        counts = torch.bincount(assign, minlength=K)
+        if counts[k] > 0:
+            continue
+        movable = counts[assign] > 1
+        d2 = ((Z - C[assign]) ** 2).sum(1)
+        d2 = torch.where(movable, d2, torch.full_like(d2, -1.0))
+        assign[int(d2.argmax())] = k
+    return assign

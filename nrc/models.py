@@ -44,6 +44,16 @@ _MODULE_ACTIVATIONS = {
 }
 
 
+def _is_integral(w) -> bool:
+    """Whether ``w`` is an integer (int, numpy/torch integer, or a float like 8.0), not 8.5 or "8"."""
+    if isinstance(w, str):
+        return False
+    try:
+        return float(w) == int(w)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 @dataclass(frozen=True)
 class Architecture:
     """Shape of a network, without its parameters.
@@ -67,7 +77,14 @@ class Architecture:
     residual: bool = False
 
     def __post_init__(self):
-        widths = tuple(int(w) for w in self.widths)
+        try:
+            raw = tuple(self.widths)
+        except TypeError:
+            raise ValueError(f"widths must be a sequence of integers, got {self.widths!r}") from None
+        bad = [w for w in raw if isinstance(w, bool) or not _is_integral(w)]
+        if bad:
+            raise ValueError(f"widths must all be integers, got {bad[0]!r} in {raw!r}")
+        widths = tuple(int(w) for w in raw)
         object.__setattr__(self, "widths", widths)
         if len(widths) < 2:
             raise ValueError(f"widths must list at least input and output sizes, got {widths}")

@@ -1,6 +1,7 @@
 """Singular-value spectra and the rank measures built on them.
 
-Every routine works in float64: fp32 SVD resolves singular values only to about 1e-6 of the
+Every routine raises ``ValueError`` naming its argument when the input holds NaN or inf (a
+diverged network has no spectrum). Every routine works in float64: fp32 SVD resolves singular values only to about 1e-6 of the
 largest one, which hides exactly the small tail that "low rank" is about (SPEC section 2.4).
 """
 from __future__ import annotations
@@ -11,10 +12,21 @@ import torch
 __all__ = ["svdvals", "numerical_rank", "energy_rank", "dist_to_rank", "relative_dist_to_rank"]
 
 
-def _as_float64_numpy(a) -> np.ndarray:
+def _as_float64_numpy(a, name: str = "a") -> np.ndarray:
     if isinstance(a, torch.Tensor):
-        return a.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(a, dtype=np.float64)
+        x = a.detach().to("cpu", torch.float64).numpy()
+    else:
+        x = np.asarray(a, dtype=np.float64)
+    _check_finite(x, name)
+    return x
+
+
+def _check_finite(x, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``x`` holds NaN or inf (numpy array or tensor)."""
+    bad = int((~torch.isfinite(x)).sum()) if isinstance(x, torch.Tensor) else int(x.size - np.isfinite(x).sum())
+    if bad:
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf); spectra of such a "
+                         f"matrix are undefined: drop diverged members or check the input")
 
 
 def svdvals(a, *, backend: str = "auto") -> np.ndarray:
@@ -47,6 +59,7 @@ def svdvals(a, *, backend: str = "auto") -> np.ndarray:
     if backend == "cuda" or (backend == "auto" and is_cuda):
         if not is_cuda:
             raise ValueError("backend='cuda' needs a CUDA tensor")
+        _check_finite(a, "a")
         s = torch.linalg.svdvals(a.detach().to(torch.float64), driver="gesvd")
         return s.cpu().numpy()
     x = _as_float64_numpy(a)
@@ -76,7 +89,7 @@ def numerical_rank(s, tol: float = 1e-3) -> np.ndarray:
     """
     if not 0 < tol < 1:
         raise ValueError(f"tol must be in (0, 1), got {tol}")
-    s = np.asarray(s, dtype=np.float64)
+    s = _as_float64_numpy(s, "s")
     return np.sum(s > tol * s[..., :1], axis=-1)
 
 
@@ -92,7 +105,7 @@ def energy_rank(s, eps: float = 1e-2) -> np.ndarray:
     """
     if not 0 < eps < 1:
         raise ValueError(f"eps must be in (0, 1), got {eps}")
-    s2 = np.asarray(s, dtype=np.float64) ** 2
+    s2 = _as_float64_numpy(s, "s") ** 2
     # tail[..., r] = sum_{j>=r} s_j^2 (0-based), i.e. the energy left after keeping r values
     tail = np.flip(np.cumsum(np.flip(s2, -1), -1), -1)
     tail = np.concatenate([tail, np.zeros(s2.shape[:-1] + (1,))], -1)
@@ -114,12 +127,12 @@ def dist_to_rank(s, k: int) -> np.ndarray:
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    s = np.asarray(s, dtype=np.float64)
+    s = _as_float64_numpy(s, "s")
     return np.sqrt(np.sum(s[..., k:] ** 2, axis=-1))
 
 
 def relative_dist_to_rank(s, k: int) -> np.ndarray:
     """Scale-free ``d_k^F(W) / ||W||_F`` (0 for a zero matrix)."""
-    s = np.asarray(s, dtype=np.float64)
+    s = _as_float64_numpy(s, "s")
     total = np.sqrt(np.sum(s**2, axis=-1))
     return np.divide(dist_to_rank(s, k), total, out=np.zeros_like(total), where=total > 0)
