@@ -418,8 +418,36 @@ def _load_claims(book_dir: Path) -> list[dict]:
     return data["claims"]
 
 
-def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[str],
-                    status: dict | None) -> str:
+_VERDICT_BADGE = {"pass": ("pass", "pass"), "differs": ("differs", "differs"),
+                  "context": ("context", "context"), "not checked": ("not checked", "unchecked")}
+_KIND_TEXT = {"empirical": "empirical", "construction": "by construction", "context": "context"}
+
+
+def _badge(verdict: str, text: str | None = None) -> str:
+    label, css = _VERDICT_BADGE[verdict]
+    return f'<span class="nrc-verdict nrc-verdict-{css}">{html.escape(text or label)}</span>'
+
+
+def _short_name(nb: str) -> str:
+    """``t2_rank_tcv_bound`` -> ``T2``; ``e4b_dnc1_optimality`` -> ``E4b``; else the name."""
+    head = nb.split("_", 1)[0]
+    if len(head) >= 2 and head[0] in "te" and head[1].isdigit():
+        return head[0].upper() + head[1:]
+    return "Derivation" if nb.startswith("derivation") else nb
+
+
+def _claim_kind(cl: dict) -> str:
+    if cl.get("context_only"):
+        return "context"
+    kind = str(cl.get("kind", "empirical"))
+    if kind not in _KIND_TEXT:
+        raise ValueError(f"book/claims.yaml: claim {cl.get('claim')}: kind must be one of "
+                         f"{sorted(_KIND_TEXT)}, got {kind!r}")
+    return kind
+
+
+def _claim_checks(results: dict[str, dict], names: list[str]) -> dict[int, list[tuple[str, dict]]]:
+    """Every recorded check, grouped by claim number, in book order of the notebooks."""
     order = {n: i for i, n in enumerate(names)}
     checks: dict[int, list[tuple[str, dict]]] = {}
     for nb in sorted(results, key=lambda n: order.get(n, len(order))):
@@ -428,55 +456,200 @@ def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[st
                 checks.setdefault(int(c.get("claim")), []).append((nb, c))
             except (TypeError, ValueError):
                 continue
-    rows, tally = [], {"pass": 0, "differs": 0, "not checked": 0, "context only": 0}
+    return checks
+
+
+def score_claims(claims: list[dict], results: dict[str, dict], names: list[str]) -> list[dict]:
+    """One row per claim: its verdict and the check that decides it.
+
+    The verdict is ``context`` for a claim listed for context only, ``not checked`` when no
+    notebook recorded a check for it, ``differs`` when any of its checks did not pass, else
+    ``pass``. The deciding check is the first one that did not pass, else the first recorded one
+    (a check may name itself with ``"decides": true``).
+    """
+    checks = _claim_checks(results, names)
+    rows = []
     for cl in claims:
         n = int(cl["claim"])
         found = checks.get(n, [])
-        measured = []
-        for nb, c in found:
-            link = _doc(nb) if nb in order else _md(nb)
-            mark = "" if c.get("passed") else " **(differs)**"
-            measured.append(f"{link}: {_md(c.get('what', ''))}: {_md(c.get('measured', ''))}{mark}")
-        if cl.get("context_only"):
-            verdict = "context only: not part of the paper's own experiments; not reproduced"
-            tally["context only"] += 1
+        kind = _claim_kind(cl)
+        failed = [(nb, c) for nb, c in found if not c.get("passed")]
+        if kind == "context":
+            verdict, deciding = "context", None
         elif not found:
-            planned = ", ".join(cl.get("notebooks") or []) or "no notebook"
-            verdict = (f"not checked: no notebook of this build recorded a check for it "
-                       f"(planned in: {_md(planned)})")
-            tally["not checked"] += 1
-        elif all(c.get("passed") for _, c in found):
-            verdict = "pass"
-            tally["pass"] += 1
+            verdict, deciding = "not checked", None
+        elif failed:
+            verdict, deciding = "differs", failed[0]
         else:
-            bad = [f"{_md(nb)}: {_md(c.get('what', ''))}" for nb, c in found if not c.get("passed")]
-            verdict = "**differs**: " + "; ".join(bad)
-            tally["differs"] += 1
-        # statement, grade and paper come from book/claims.yaml (ours, MyST markdown with math)
-        source = f"**{_md(cl['grade'])}**\n\n" + " ".join(str(cl.get("paper", "")).split())
-        rows.append([str(n), " ".join(str(cl["statement"]).split()), source,
-                     "\n\n".join(measured) if measured else "", verdict])
+            verdict = "pass"
+            deciding = next(((nb, c) for nb, c in found if c.get("decides")), found[0])
+        pages = list(dict.fromkeys(nb for nb, _ in found)) or [
+            nb for nb in (cl.get("notebooks") or []) if nb in names]
+        rows.append({"claim": n, "claim_def": cl, "kind": kind, "verdict": verdict,
+                     "deciding": deciding, "checks": found, "pages": pages})
+    return rows
+
+
+def verdict_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """``{"empirical": {"pass": n, ...}, "construction": {...}, "context": {...}}``."""
+    out: dict[str, dict[str, int]] = {k: {} for k in _KIND_TEXT}
+    for r in rows:
+        out[r["kind"]][r["verdict"]] = out[r["kind"]].get(r["verdict"], 0) + 1
+    return out
+
+
+def _counts_sentence(counts: dict[str, dict[str, int]]) -> str:
+    """The verdict counts as three short lines of badges (MyST with inline HTML)."""
+    def badges(d: dict[str, int]) -> str:
+        keys = [k for k in ("pass", "differs", "not checked") if d.get(k)]
+        return " ".join(_badge(k, f"{d[k]} {k}") for k in keys) or "none"
+    emp, con = counts["empirical"], counts["construction"]
+    n_emp, n_con, n_ctx = sum(emp.values()), sum(con.values()), sum(counts["context"].values())
+    return "\n".join([
+        f"* **Empirical claims** ({n_emp}, could have come out otherwise): {badges(emp)}",
+        f"* **Hold by construction** ({n_con}, identities and bounds with every term measured; "
+        f"a check tests the code): {badges(con)}",
+        f"* **Context only** ({n_ctx}): not tested",
+    ])
+
+
+def _page_link(nb: str, names: list[str]) -> str:
+    return _doc(nb, _short_name(nb)) if nb in names else _md(_short_name(nb))
+
+
+def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[str],
+                    status: dict | None) -> str:
+    rows = score_claims(claims, results, names)
+    counts = verdict_counts(rows)
     prov = _provenance(status)
+    table = []
+    for r in rows:
+        cl = r["claim_def"]
+        if r["deciding"] is not None:
+            deciding = _md(r["deciding"][1].get("measured", ""))
+            if len(r["pages"]) > 1:
+                deciding += f" ({_short_name(r['deciding'][0])})"
+        elif r["verdict"] == "context":
+            deciding = "not one of the paper's experiments"
+        else:
+            deciding = "no notebook recorded a check"
+        table.append([
+            f"[{r['claim']}](#scorecard-claim-{r['claim']})",
+            " ".join(str(cl.get("short") or cl["statement"]).split()),
+            _md(cl["grade"]),
+            f'<span class="nrc-kind">{_KIND_TEXT[r["kind"]]}</span>',
+            _badge(r["verdict"]),
+            deciding,
+            ", ".join(_page_link(nb, names) for nb in r["pages"]) or "none",
+        ])
+    details = []
+    for r in rows:
+        cl = r["claim_def"]
+        n = r["claim"]
+        body = [f"{' '.join(str(cl['statement']).split())}", "",
+                f"Grade: **{_md(cl['grade'])}**. In the paper: {' '.join(str(cl.get('paper', '')).split())} "
+                f"Kind: {_KIND_TEXT[r['kind']]}. Restated in [the claim list](#paper-claim-{n}).", ""]
+        if r["checks"]:
+            body += [f"Checks recorded by this build ({len(r['checks'])}):", ""]
+            for nb, c in r["checks"]:
+                mark = "pass" if c.get("passed") else "**differs**"
+                body.append(f"* {mark}, {_page_link(nb, names)}: {_md(c.get('what', ''))}. "
+                            f"Measured: {_md(c.get('measured', ''))}")
+        elif r["verdict"] == "not checked":
+            planned = ", ".join(cl.get("notebooks") or []) or "no notebook"
+            body.append(f"No notebook of this build recorded a check for it (planned in: {_md(planned)}).")
+        else:
+            body.append("Listed for context only; not reproduced.")
+        details += [f"(scorecard-claim-{n})=",
+                    f"````{{admonition}} Claim {n}: {' '.join(str(cl.get('short') or cl['statement']).split())}",
+                    ":class: dropdown", ""] + body + ["````", ""]
     out = ["# Claim scorecard", "",
-           "One row per quantitative claim of our restatement of the paper (its abstracts, plus our "
-           "reconstructed theorems). *Grade* says where the claim comes from: FOUND-v1/v2/v3 means "
-           "stated in that arXiv version's abstract (paraphrased), SECONDARY a third-party summary, "
-           "INFERRED our own reconstruction with a proof; below the grade is the level at which "
-           "the paper itself makes the claim, as far as we know. The measured values are **ours**, "
-           "from the experiments and checks of this companion (our design, not the paper's settings, "
-           "which were not available to us); they are never the paper's numbers.", "",
-           f"This build (profile **{_md(prov['profile'])}**, commit {_code(_commit_text(prov))}): "
-           f"{tally['pass']} pass, {tally['differs']} differ, {tally['not checked']} not checked, "
-           f"{tally['context only']} context only. A small profile (such as `smoke`) runs tiny "
-           "versions of the experiments, so a trend claim can differ there and hold with "
-           "`--profile paper`.", "",
-           _list_table(["No.", "Claim", "Grade; what the paper states", "Measured here", "Verdict"], rows,
-                       name="scorecard-table", widths="6 32 20 27 15", css_class="nrc-fixed")]
+           "One row per claim of {ref}`our restatement of the paper <paper-claims>`. The verdicts "
+           "and measured numbers are **ours**, from the notebooks of this build (our design, not the "
+           "paper's settings, which were not available); they are never the paper's numbers. "
+           "*Grade* says where a claim comes from ({ref}`grades <paper-grades>`).", "",
+           "```{admonition} This build",
+           ":class: note nrc-counts", "",
+           f"Profile **{_md(prov['profile'])}**, commit {_code(_commit_text(prov))}.", "",
+           _counts_sentence(counts),
+           "```", "",
+           _list_table(["No.", "Claim", "Grade", "Kind", "Verdict", "Deciding number", "Page"], table,
+                       name="scorecard-table", css_class="nrc-scorecard"),
+           "",
+           "## Details", "",
+           "Every check of every claim, folded; open one to read what was measured and where.", ""]
+    out += details
     return "\n".join(out) + "\n"
 
 
+def _claims_list_page(claims: list[dict], names: list[str]) -> str:
+    """The claim list of the paper chapter (included by ``book/paper/claims.md``)."""
+    out = []
+    for cl in claims:
+        n = int(cl["claim"])
+        kind = _claim_kind(cl)
+        where = [nb for nb in (cl.get("notebooks") or []) if nb in names]
+        where_text = ", ".join(_page_link(nb, names) for nb in where) if where else "not tested"
+        out += [f"(paper-claim-{n})=",
+                f"**Claim {n}** ({_md(cl['grade'])}; {_KIND_TEXT[kind]}). "
+                f"{' '.join(str(cl['statement']).split())} "
+                f"*In the paper:* {' '.join(str(cl.get('paper', '')).split())} "
+                f"*Tested in:* {where_text}; [verdict](#scorecard-claim-{n}).", ""]
+    return "\n".join(out)
+
+
+def _glued_names(nb_path: Path) -> set[str]:
+    """Names glued (``myst_nb.glue``) in an executed notebook."""
+    try:
+        nb = json.loads(Path(nb_path).read_text(encoding="utf8"))
+    except (OSError, ValueError):
+        return set()
+    found = set()
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) or []:
+            sb = (out.get("metadata") or {}).get("scrapbook")
+            if isinstance(sb, dict) and sb.get("name"):
+                found.add(str(sb["name"]))
+    return found
+
+
+HEADLINE_NOTEBOOK = "e1_rank_vs_weight_decay"
+
+
+def _headline_page(claims: list[dict], results: dict[str, dict], names: list[str],
+                   status: dict | None, executed_dir: Path) -> str:
+    """The landing page's result block: E1's headline figure and the scorecard's counts."""
+    e1 = executed_dir / f"{HEADLINE_NOTEBOOK}.ipynb"
+    glued = _glued_names(e1)
+    src = f"/{EXECUTED}/{HEADLINE_NOTEBOOK}.ipynb"
+    out = []
+    if "e1_headline" in glued:
+        out += ["```{glue} e1_headline", f":doc: {src}", "```", ""]
+        caption = (f"{{glue:text}}`{src}::e1_headline_caption`" if "e1_headline_caption" in glued else
+                   "Distance to rank $K$ and numerical rank of each hidden layer against the weight "
+                   "decay $\\lambda$, MNIST")
+        out += [f"*{caption}* (from {_doc(HEADLINE_NOTEBOOK, 'E1')}).", ""]
+        if "e1_headline_result" in glued:
+            out += [f"{{glue:text}}`{src}::e1_headline_result`", ""]
+        if "e1_scale" in glued:
+            out += [f"Scale of this run: {{glue:text}}`{src}::e1_scale`.", ""]
+    else:
+        out += ["```{warning}",
+                f"The headline figure is missing: the executed {HEADLINE_NOTEBOOK} notebook of this "
+                "build glued no `e1_headline` figure.", "```", ""]
+    counts = verdict_counts(score_claims(claims, results, names))
+    prov = _provenance(status)
+    out += [f"**Verdicts of this build** (profile **{_md(prov['profile'])}**; one row per claim in the "
+            "{doc}`/book/generated/scorecard`):", "", _counts_sentence(counts), ""]
+    return "\n".join(out)
+
+
 def generate_pages(executed_dir=EXECUTED, book_dir="book", root=None) -> list[Path]:
-    """Write ``book/generated/{build_info,status,parameters,scorecard}.md``; return their paths.
+    """Write the generated pages into ``book/generated/``; return their paths.
+
+    ``build_info``, ``status``, ``parameters`` and ``scorecard`` are pages or parts of pages;
+    ``claims_list`` is included by the paper chapter (``book/paper/claims.md``) and ``headline``
+    by the landing page (``book/intro.md``).
 
     Parameters
     ----------
@@ -493,13 +666,16 @@ def generate_pages(executed_dir=EXECUTED, book_dir="book", root=None) -> list[Pa
     names = toc_notebooks(root)
     status = load_status(executed_dir)
     results = load_results(executed_dir)
+    claims = _load_claims(book_dir)
     gen = book_dir / GENERATED
     gen.mkdir(parents=True, exist_ok=True)
     pages = {
         "build_info.md": _build_info_page(status, names),
         "status.md": _status_page(status, names, executed_dir),
         "parameters.md": _parameters_page(names, executed_dir, root / "notebooks", status),
-        "scorecard.md": _scorecard_page(_load_claims(book_dir), results, names, status),
+        "scorecard.md": _scorecard_page(claims, results, names, status),
+        "claims_list.md": _claims_list_page(claims, names),
+        "headline.md": _headline_page(claims, results, names, status, executed_dir),
     }
     written = []
     for fname, text in pages.items():

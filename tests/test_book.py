@@ -3,12 +3,22 @@
 Needs executed notebooks in ``book/executed`` (``nrc reproduce --profile smoke``); the module
 builds the book once (``nrc.book.build_book``: ``jupyter-book build . -n -W --keep-going``),
 serves ``_build/html`` on 127.0.0.1 and looks at it with ``/usr/bin/chromium --headless``.
+
+Set ``NRC_BOOK_EXECUTED=DIR`` to build from executed notebooks elsewhere (for example
+``nrc reproduce --profile smoke --out /tmp/smoke``): the book's sources are then copied into a
+temporary folder with ``book/executed`` pointing at DIR, and the repository's own
+``book/executed`` and ``_build`` are left alone.
+
+Every page of the site is read in Chromium at 1400 px wide after MathJax has run, and fails when
+it shows raw TeX, a truncated table cell, content wider than its column (outside a scroll box), a
+figure narrower than 600 px, or more than 60 visible code lines before its first figure.
 """
 from __future__ import annotations
 
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,25 +36,150 @@ EXECUTED = ROOT / "book" / "executed"
 HTML = ROOT / "_build" / "html"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 EXPERIMENT_PAGE = "book/executed/e1_rank_vs_weight_decay.html"
+OTHER_EXECUTED = os.environ.get("NRC_BOOK_EXECUTED")
+WINDOW_WIDTH = 1400          # px, the reader's window for the layout checks
+MIN_FIGURE_WIDTH = 600       # px, rendered width of every figure at WINDOW_WIDTH
+MAX_CODE_LINES_BEFORE_FIGURE = 60  # visible code lines before a page's first figure (parameters aside)
 
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
 
+def _executed_dir() -> Path:
+    return Path(OTHER_EXECUTED).resolve() if OTHER_EXECUTED else EXECUTED
+
+
+def _stage_sources(dest: Path, executed: Path) -> Path:
+    """Copy what the book build reads into ``dest``, with ``book/executed`` linked to ``executed``."""
+    ignore = shutil.ignore_patterns("executed", "generated", "__pycache__", "*.pyc")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("book", "nrc", "notebooks"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    (dest / "book" / "executed").symlink_to(executed, target_is_directory=True)
+    return dest
+
+
 @pytest.fixture(scope="module")
-def site(smoke_records) -> Path:
+def book_root(request, tmp_path_factory) -> Path:
+    """The tree the book is built in: the repository, or a staged copy (``NRC_BOOK_EXECUTED``)."""
+    executed = _executed_dir()
+    if not OTHER_EXECUTED:
+        request.getfixturevalue("smoke_records")  # runs the smoke profile unless NRC_SMOKE_DONE=1
+    if not (executed / "status.json").exists():
+        pytest.fail(f"no executed notebooks in {executed}: run `nrc reproduce --profile smoke` first")
+    if not OTHER_EXECUTED:
+        return ROOT
+    return _stage_sources(tmp_path_factory.mktemp("book-src"), executed)
+
+
+@pytest.fixture(scope="module")
+def site(book_root) -> Path:
     """Build the book from the executed notebooks (the smoke run); the path of the HTML output."""
-    if not (EXECUTED / "status.json").exists():
-        pytest.fail(f"no executed notebooks in {EXECUTED}: run `nrc reproduce --profile smoke` first")
     from nrc.book import build_book
 
-    rc = build_book(ROOT, strict=True, quiet=True)
+    rc = build_book(book_root, strict=True, quiet=True)
     assert rc == 0, f"`nrc book` failed with exit code {rc} (see the output above)"
-    return HTML
+    return book_root / "_build" / "html"
+
+
+# Injected by the test server into every HTML page it serves: once MathJax has typeset the page,
+# it measures the layout and writes the findings as JSON into <pre id="nrc-layout">.
+LAYOUT_JS = r"""
+(async function () {
+  const done = (obj) => {
+    const pre = document.createElement("pre");
+    pre.id = "nrc-layout"; pre.style.display = "none";
+    pre.textContent = JSON.stringify(obj);
+    document.body.appendChild(pre);
+  };
+  try {
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+    if (window.MathJax && MathJax.typesetPromise) { await MathJax.typesetPromise(); }
+  } catch (e) { /* a MathJax error leaves raw TeX, which the checks below report */ }
+  const MIN_FIG = %(min_fig)d, MAX_LINES = %(max_lines)d;
+  const out = {tex: [], truncated: [], overflow: [], narrow: [], code_lines_before_figure: 0,
+               first_figure: false, width: window.innerWidth};
+  const visible = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const snippet = (t) => t.replace(/\s+/g, " ").trim().slice(0, 80);
+  const article = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+
+  // 1. raw TeX left visible anywhere on the page (sidebar included), outside code
+  const TEX = /\$[^$\s][^$]*\$|\\\(|\\\[|\\(frac|lambda|mathrm|mathcal|mathbb|ell|sum|le|ge|leq|geq|operatorname|nabla|Delta|sigma|mu|boxed|text|top|Vert|sqrt)(?![a-zA-Z])/;
+  const SKIP = "script, style, pre, code, mjx-container, .cell_input, .highlight, textarea, noscript, #nrc-layout";
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!el || el.closest(SKIP) || !visible(el)) continue;
+    if (TEX.test(n.textContent)) out.tex.push(snippet(n.textContent));
+  }
+  // 2. truncated table cells: pandas "..." cells and cut-off text
+  for (const cell of article.querySelectorAll("td, th")) {
+    const t = cell.textContent.trim();
+    if (/(\.\.\.|\u2026)$/.test(t) || t === "..." ||
+        (getComputedStyle(cell).textOverflow === "ellipsis" && cell.scrollWidth > cell.clientWidth + 1))
+      out.truncated.push(snippet(t));
+  }
+  // 3. content wider than its column, unless inside a box that scrolls horizontally
+  const box = article.getBoundingClientRect();
+  const scrolls = (el) => { for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX; if (o === "auto" || o === "scroll") return true; } return false; };
+  for (const el of article.querySelectorAll("*")) {
+    if (!visible(el) || el.closest("#nrc-layout")) continue;
+    const r = el.getBoundingClientRect();
+    const o = getComputedStyle(el).overflowX;
+    if ((r.right > box.right + 2 || r.left < box.left - 2) && !scrolls(el)) {
+      out.overflow.push(el.tagName.toLowerCase() + "." + (el.className || "").toString().split(" ")[0] +
+                        " (" + Math.round(r.width) + " px in a " + Math.round(box.width) + " px column): " +
+                        snippet(el.textContent || el.getAttribute("src") || ""));
+    } else if (o === "hidden" && el.scrollWidth > el.clientWidth + 2 && !el.closest("mjx-container")) {
+      out.overflow.push(el.tagName.toLowerCase() + " clips its content (" + el.scrollWidth + " > " +
+                        el.clientWidth + " px): " + snippet(el.textContent || ""));
+    }
+  }
+  // 4. figures narrower than MIN_FIG px; 5. visible code lines before the first figure
+  const isFigure = (img) => img.closest(".cell_output, figure") && visible(img);
+  for (const img of article.querySelectorAll(".cell_output img, figure img")) {
+    if (!visible(img)) continue;
+    const w = img.getBoundingClientRect().width;
+    if (w < MIN_FIG) out.narrow.push((img.getAttribute("src") || "").split("/").pop() + ": " + Math.round(w) + " px");
+  }
+  for (const el of article.querySelectorAll(".cell_input, .cell_output img, figure img")) {
+    if (el.tagName === "IMG") { if (isFigure(el)) { out.first_figure = true; break; } continue; }
+    const cell = el.closest(".cell");
+    if (cell && /tag_(injected-)?parameters/.test(cell.className)) continue;
+    if (!visible(el)) continue;
+    out.code_lines_before_figure += el.textContent.split("\n").filter((l) => l.trim()).length;
+  }
+  done(out);
+})();
+""" % {"min_fig": MIN_FIGURE_WIDTH, "max_lines": MAX_CODE_LINES_BEFORE_FIGURE}
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     requests: list  # (path, status) of every request, set per server
+
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        if path == "/__nrc_layout.js":
+            return self._send(200, "application/javascript", LAYOUT_JS.encode())
+        if path.endswith(".html") or path.endswith("/"):
+            target = Path(self.translate_path(path))
+            if target.is_dir():
+                target = target / "index.html"
+            if target.is_file():
+                text = target.read_text(encoding="utf8", errors="replace")
+                tag = '<script src="/__nrc_layout.js"></script>'
+                text = text.replace("</body>", tag + "</body>", 1) if "</body>" in text else text + tag
+                return self._send(200, "text/html; charset=utf-8", text.encode("utf8"))
+        return super().do_GET()
+
+    def _send(self, code, ctype, body: bytes):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_request(self, code="-", size="-"):
         self.requests.append((self.path, int(code) if str(code).isdigit() else 0))
@@ -68,14 +203,15 @@ def server(site):
         httpd.server_close()
 
 
-def _chromium(tmp_path: Path, url: str, *extra: str, timeout: int = 120) -> subprocess.CompletedProcess:
+def _chromium(tmp_path: Path, url: str, *extra: str, timeout: int = 120,
+              window: str = "1280,2000") -> subprocess.CompletedProcess:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed")
     profile = tmp_path / "chromium-profile"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-           "--window-size=1280,2000", "--virtual-time-budget=5000", *extra, url]
+           f"--window-size={window}", "--virtual-time-budget=5000", *extra, url]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     return proc
@@ -179,7 +315,7 @@ def test_no_external_scripts_or_styles(site):
 
 def test_every_page_states_its_provenance(site):
     """Each book page carries the banner with the profile, device and commit that produced it."""
-    status = json.loads((EXECUTED / "status.json").read_text())
+    status = json.loads((_executed_dir() / "status.json").read_text())
     pages = sorted((site / "book").rglob("*.html"))
     assert any(p.name == "e1_rank_vs_weight_decay.html" for p in pages)
     missing = []
@@ -193,18 +329,50 @@ def test_every_page_states_its_provenance(site):
     assert str(status["profile"]) in intro
 
 
+def _cells(row: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+
+
 def test_scorecard_lists_16_claims(site):
+    """One compact row per claim: number, claim, grade, kind, verdict badge, deciding number, page;
+    the counts at the top agree with the rows and with an independent tally of the records."""
     text = (site / "book" / "generated" / "scorecard.html").read_text(encoding="utf8")
     m = re.search(r'<table[^>]*id="scorecard-table"[^>]*>(.*?)</table>', text, re.S)
     assert m, "no table with id scorecard-table on the scorecard page"
     body = re.search(r"<tbody>(.*?)</tbody>", m.group(1), re.S).group(1)
-    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+    rows = [_cells(r) for r in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
     assert len(rows) == 16
-    numbers = [re.sub(r"<[^>]+>", "", re.search(r"<td[^>]*>(.*?)</td>", r, re.S).group(1)).strip() for r in rows]
-    assert numbers == [str(i) for i in range(1, 17)]
-    verdicts = [re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)[-1]).strip() for r in rows]
-    assert verdicts[15].startswith("context only")
-    assert all(re.match(r"(pass|differs|not checked|context only)", v) for v in verdicts), verdicts
+    assert [r[0] for r in rows] == [str(i) for i in range(1, 17)]
+    verdicts = [r[4] for r in rows]
+    kinds = [r[3] for r in rows]
+    assert verdicts[15] == "context" and kinds[15] == "context"
+    assert set(verdicts) <= {"pass", "differs", "not checked", "context"}, verdicts
+    assert set(kinds) <= {"empirical", "by construction", "context"}, kinds
+    assert text.count('class="nrc-verdict ') >= 16
+    # independent tally from the records: a claim differs iff one of its checks did not pass
+    records = [json.loads(p.read_text()) for p in (_executed_dir() / "results").glob("*.json")]
+    passed: dict[int, list[bool]] = {}
+    for rec in records:
+        for c in rec.get("checks", []):
+            passed.setdefault(int(c["claim"]), []).append(bool(c["passed"]))
+    for i, (verdict, kind) in enumerate(zip(verdicts, kinds), start=1):
+        if kind == "context":
+            continue
+        expected = "not checked" if i not in passed else ("pass" if all(passed[i]) else "differs")
+        assert verdict == expected, f"claim {i}: scorecard says {verdict}, the records say {expected}"
+    n_emp = sum(k == "empirical" for k in kinds)
+    n_con = sum(k == "by construction" for k in kinds)
+    plain = re.sub(r"<[^>]+>", "", text)
+    assert f"Empirical claims ({n_emp}, could have come out otherwise)" in plain
+    assert f"Hold by construction ({n_con}, " in plain
+    for verdict in ("pass", "differs", "not checked"):
+        n = sum(v == verdict for v, k in zip(verdicts, kinds) if k == "empirical")
+        if n:
+            assert f">{n} {verdict}</span>" in text, f"the counts do not say {n} empirical {verdict}"
+    # every claim has its folded details, and the first-column link points at them
+    for i in range(1, 17):
+        assert f'id="scorecard-claim-{i}"' in text
+    assert len(re.findall(r'<details|class="[^"]*dropdown', text)) >= 16
 
 
 def test_book_refuses_failed_or_missing_notebooks(tmp_path):
@@ -260,12 +428,81 @@ def test_page_renders_with_its_images(site, server, tmp_path, page):
 
 def test_theory_math_is_rendered_by_mathjax(site, server, tmp_path):
     base, log = server
-    dom = _dom(tmp_path, base + "book/theory.html")
+    dom = _dom(tmp_path, base + "book/paper/theorems.html")
     n = dom.count("<mjx-container")
-    assert n >= 20, f"MathJax rendered only {n} formulas on the theory page"
+    assert n >= 20, f"MathJax rendered only {n} formulas on the page of Theorem A"
     assert "<mjx-merror" not in dom and "data-mjx-error" not in dom, "MathJax reported a TeX error"
     served = [p for p, code in log if code < 400]
     assert any("/_static/mathjax/tex-mml-chtml.js" in p for p in served), "MathJax was not served by the site"
     assert any(p.endswith(".woff") for p in served), "MathJax fonts were not loaded"
     not_found = [p for p, code in log if code >= 400 and not p.startswith("/favicon.ico")]
     assert not not_found, f"requests that failed while rendering: {not_found}"
+
+
+def _layout(tmp_path: Path, url: str) -> dict:
+    """The layout findings the injected script wrote into the page, at WINDOW_WIDTH px."""
+    dom = _chromium(tmp_path, url, "--dump-dom", window=f"{WINDOW_WIDTH},1600").stdout
+    m = re.search(r'<pre id="nrc-layout"[^>]*>(.*?)</pre>', dom, re.S)
+    assert m, f"{url}: the layout script did not report (page did not finish loading?)"
+    import html as _html
+
+    return json.loads(_html.unescape(m.group(1)))
+
+
+def _layout_problems(found: dict) -> list[str]:
+    problems = []
+    if found["tex"]:
+        problems.append(f"raw TeX visible after MathJax: {found['tex'][:3]}")
+    if found["truncated"]:
+        problems.append(f"truncated table cells: {found['truncated'][:3]}")
+    if found["overflow"]:
+        problems.append(f"content wider than its column: {found['overflow'][:3]}")
+    if found["narrow"]:
+        problems.append(f"figures narrower than {MIN_FIGURE_WIDTH} px: {found['narrow'][:3]}")
+    if found["first_figure"] and found["code_lines_before_figure"] > MAX_CODE_LINES_BEFORE_FIGURE:
+        problems.append(f"{found['code_lines_before_figure']} visible code lines before the first figure "
+                        f"(at most {MAX_CODE_LINES_BEFORE_FIGURE})")
+    return problems
+
+
+def test_layout_script_detects_problems(tmp_path):
+    """The layout checks fail on a page built to break every rule (so a pass means something)."""
+    bad = (tmp_path / "site")
+    bad.mkdir()
+    code = "\n".join(f"x{i} = {i}" for i in range(70))
+    page = f"""<html><body><main><article class="bd-article" style="width:700px">
+<p>raw math $\\lambda W$ here</p>
+<table><tr><td>(Spearm...</td></tr></table>
+<div style="width:1200px">a wide block</div>
+<div class="cell"><div class="cell_input"><pre>{code}</pre></div>
+<div class="cell_output"><img src="x.png" style="width:300px;height:50px"></div></div>
+</article></main></body></html>"""
+    (bad / "bad.html").write_text(page)
+    handler = functools.partial(type("H", (_Handler,), {"requests": []}), directory=str(bad))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        found = _layout(tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}/bad.html")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    problems = " | ".join(_layout_problems(found))
+    for expected in ("raw TeX", "truncated", "wider than its column", "narrower than", "code lines"):
+        assert expected in problems, f"the layout check missed: {expected}; found {found}"
+
+
+def test_every_page_reads_well(site, server, tmp_path):
+    """Every page at 1400 px, after MathJax: no raw TeX, no truncated cells, nothing wider than its
+    column outside a scroll box, figures at least 600 px wide, at most 60 visible code lines
+    before the first figure."""
+    base, _ = server
+    failures = {}
+    for page in _pages(site):
+        rel = page.relative_to(site).as_posix()
+        if rel in ("genindex.html", "search.html", "py-modindex.html"):
+            continue
+        problems = _layout_problems(_layout(tmp_path, base + rel))
+        if problems:
+            failures[rel] = problems
+    report = "\n".join(f"{rel}:\n  " + "\n  ".join(p) for rel, p in failures.items())
+    assert not failures, f"{len(failures)} pages break the layout rules:\n{report}"
