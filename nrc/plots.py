@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 
 __all__ = ["lambda_palette", "lambda_axis", "spectra_by_site", "metric_vs", "vs_lambda",
-           "bound_scatter", "WIDTH"]
+           "bound_scatter", "loglog_fit", "WIDTH"]
 
 #: Figure width in inches (at 100 dpi: the book's content width).
 WIDTH = 7.5
@@ -223,4 +223,43 @@ def bound_scatter(sites: pd.DataFrame, *, measured: str = "dK", bounds=("bound",
     ax.set_ylabel(f"measured {measured}" if measured != "dK" else r"measured $d_K^F(W)$")
     if title:
         ax.set_title(title)
+    return fig
+
+
+def loglog_fit(df: pd.DataFrame, x: str, y: str, *, hue: str = "site", col: str | None = None,
+               xlabel: str | None = None, ylabel: str | None = None, floor: float = 1e-16,
+               hue_label=None):
+    """``y`` against ``x`` on log-log axes, one point per row, with a least-squares line per ``hue``.
+
+    One panel per value of ``col`` (shared y axis). The line is the fit of ``log y`` on ``log x``
+    over the points of that colour in that panel (drawn where there are two distinct ``x``).
+    """
+    data = df.copy()
+    data[y] = np.maximum(data[y].to_numpy(dtype=float), floor)
+    panels = sorted(data[col].unique()) if col else [None]
+    hues = list(dict.fromkeys(data.sort_values("layer")[hue])) if "layer" in data and hue == "site" \
+        else sorted(data[hue].unique(), key=str)
+    pal = dict(zip(hues, sns.color_palette("colorblind", len(hues))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.9), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, p in zip(axes[0], panels):
+        sub = data if p is None else data[data[col] == p]
+        for h in hues:
+            g = sub[sub[hue] == h]
+            if g.empty:
+                continue
+            label = hue_label(h) if hue_label else str(h)
+            ax.scatter(g[x], g[y], color=pal[h], s=30, label=label, alpha=0.85)
+            lx, ly = np.log(g[x].to_numpy(dtype=float)), np.log(g[y].to_numpy(dtype=float))
+            if len(lx) > 1 and np.ptp(lx) > 0:
+                c = np.polyfit(lx, ly, 1)
+                xx = np.linspace(lx.min(), lx.max(), 20)
+                ax.plot(np.exp(xx), np.exp(np.polyval(c, xx)), color=pal[h], lw=1.4, alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if p is not None:
+            ax.set_title(f"{col} = {p}")
+        ax.set_xlabel(xlabel or x)
+    axes[0][0].set_ylabel(ylabel or y)
+    axes[0][-1].legend(frameon=False, loc="best")
     return fig

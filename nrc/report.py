@@ -111,14 +111,20 @@ def fmt_by_site(d: Mapping[str, float], spec: str = ".2f") -> str:
     return ", ".join(f"{k}: {v:{spec}}" if np.isfinite(v) else f"{k}: nan (constant)" for k, v in d.items())
 
 
-def negative(d: Mapping[str, float]) -> bool:
-    """Every value finite and below 0."""
-    return all(np.isfinite(v) and v < 0 for v in d.values())
+def _values(d):
+    return list(d.values()) if isinstance(d, Mapping) else list(np.asarray(d, dtype=float))
 
 
-def positive(d: Mapping[str, float]) -> bool:
-    """Every value finite and above 0."""
-    return all(np.isfinite(v) and v > 0 for v in d.values())
+def negative(d) -> bool:
+    """Every value (of a mapping, or of a sequence / Series) finite and below 0; False when empty."""
+    vals = _values(d)
+    return bool(vals) and all(np.isfinite(v) and v < 0 for v in vals)
+
+
+def positive(d) -> bool:
+    """Every value (of a mapping, or of a sequence / Series) finite and above 0; False when empty."""
+    vals = _values(d)
+    return bool(vals) and all(np.isfinite(v) and v > 0 for v in vals)
 
 
 def glue(name: str, value, display: bool = False):
