@@ -203,10 +203,38 @@ def run_book_checked(args) -> int:
 
 
 def run_reproduce_checked(args) -> int:
+    from datetime import datetime, timezone
+
     from .runner import run_reproduce
 
-    _STATE.update(command="reproduce", out=str(Path(args.out).absolute()))
+    _STATE.update(command="reproduce", out=Path(args.out).absolute(), args=args,
+                  t0=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return run_reproduce(args)
+
+
+def _reproduce_progress() -> tuple[str | None, int, int]:
+    """(notebook running when interrupted, notebooks finished in this run, notebooks in this run)."""
+    import json
+
+    args, t0 = _STATE.get("args"), _STATE.get("t0", "")
+    try:
+        from .profiles import load_profile
+
+        names = list(load_profile(args.profile, Path(args.notebooks)).notebooks)
+        if args.only:
+            names = [n for n in names if n in set(args.only)]
+    except Exception:  # noqa: BLE001 - best effort, for a message
+        names = []
+    try:
+        status = json.loads((_STATE["out"] / "status.json").read_text())
+    except (OSError, ValueError):
+        status = {}
+    done = []
+    if str(status.get("started", "")) >= t0:
+        done = [e.get("name") for e in status.get("notebooks", [])
+                if str(e.get("started", "")) >= t0 and e.get("name") in names]
+    current = next((n for n in names if n not in done), None)
+    return current, len(done), len(names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,8 +292,11 @@ def _interrupted() -> str:
             where, saved = "before training started", "nothing was written; run the command again"
         return f"nrc sweep: interrupted {where}; {saved}"
     if s.get("command") == "reproduce":
-        return (f"nrc reproduce: interrupted; notebooks finished so far are recorded in {s.get('out')}/status.json; "
-                "run the same command again to finish (trained members are cached and load instantly)")
+        current, done, total = _reproduce_progress()
+        where = f" while running {current}" if current else ""
+        return (f"nrc reproduce: interrupted{where} ({done} of {total} notebooks finished, recorded in "
+                f"{s.get('out')}/status.json); run the same command again to finish (trained members are "
+                "cached, so finished training is not repeated)")
     return "nrc: interrupted"
 
 
@@ -274,6 +305,13 @@ def main(argv=None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     _STATE.clear()
+    import warnings
+
+    from .safeload import NrcWarning
+
+    default_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *a, **k: (
+        f"warning: {message}\n" if issubclass(category, NrcWarning) else default_format(message, category, *a, **k))
     parser = build_parser()
     if not argv:
         parser.print_help()

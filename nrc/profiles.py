@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from .config import ConfigError, coerce_parameter
+
 __all__ = ["Parameter", "Profile", "ProfileError", "notebook_parameters", "load_profile",
            "validate_profile", "find_profile", "list_notebooks", "check_type", "PROFILE_KEYS"]
 
@@ -338,6 +340,11 @@ def validate_profile(profile: Profile, notebooks_dir="notebooks") -> dict[str, d
             elif not params[key].accepts(value):
                 problems.append(f"{nb}: parameter {key!r} expects {params[key].type}, "
                                 f"got {_type_of(value)} ({value!r})")
+            else:
+                try:  # profiles are typed exactly; values also pass the notebooks' own rule (finite, items)
+                    coerce_parameter(key, params[key].type, value, params[key].default)
+                except ConfigError as e:
+                    problems.append(f"{nb}: {e}".replace(" pass it with papermill as", " e.g."))
     for nb in present:
         if nb not in profile.notebooks:
             problems.append(f"notebook {nb!r} (in {notebooks_dir}) is missing from the profile; "
