@@ -91,6 +91,23 @@ def environment() -> dict:
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def _log_training(*, trained: int, loaded: int, seconds: float) -> None:
+    """Append one line ``{"trained", "loaded", "seconds"}`` to ``$NRC_TRAIN_LOG`` when set.
+
+    The runner sets it per notebook and puts the sums in ``status.json`` (training seconds and
+    members loaded from the cache, shown on the book's status page).
+    """
+    path = os.environ.get("NRC_TRAIN_LOG")
+    if not path:
+        return
+    line = json.dumps({"trained": int(trained), "loaded": int(loaded), "seconds": round(float(seconds), 3)})
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass  # counting is best effort: never fail a training because the log is unwritable
+
+
 class ResultStore:
     """A cache of trained members on disk.
 
@@ -137,11 +154,14 @@ class ResultStore:
                           checkpoint=ckpt, progress=progress, callback=callback)
             env = environment()
             for j, i in enumerate(missing):
-                _atomic_save({"params": {k: v[j] for k, v in sweep.params.items()},
+                # clone: torch.save of a view writes the whole stacked storage (M times the member)
+                _atomic_save({"params": {k: v[j].clone() for k, v in sweep.params.items()},
                               "history": {k: v[:, j] for k, v in sweep.history.items()},
                               "diverged": bool(sweep.diverged[j]), "member": members[i],
                               "seconds": sweep.seconds / len(missing), "device": sweep.device,
                               "meta": env}, self._path(keys[i]))
+        _log_training(trained=len(missing), loaded=len(members) - len(missing),
+                      seconds=sweep.seconds if missing else 0.0)
         entries = [loaded[k] if loaded[k] is not None else torch.load(self._path(k), weights_only=False)
                    for k in keys]
         params = {k: torch.stack([e["params"][k] for e in entries]) for k in entries[0]["params"]}

@@ -23,6 +23,7 @@ kept.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -40,9 +41,11 @@ from typing import Callable
 from .profiles import Profile, ProfileError, load_profile, notebook_parameters, validate_profile
 
 __all__ = ["reproduce", "RunReport", "NotebookRun", "main_reproduce", "add_reproduce_arguments",
-           "run_reproduce", "STATUS_FILE", "VERSION_PACKAGES"]
+           "run_reproduce", "choose_threads", "STATUS_FILE", "TRAIN_LOG_ENV", "VERSION_PACKAGES"]
 
 STATUS_FILE = "status.json"
+#: Environment variable naming the JSON-lines file ResultStore.train appends its counts to.
+TRAIN_LOG_ENV = "NRC_TRAIN_LOG"
 VERSION_PACKAGES = ("torch", "numpy", "scipy", "pandas", "matplotlib", "papermill", "nrc")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -162,7 +165,7 @@ def _environ(updates: dict[str, str | None]):
                 os.environ[k] = v
 
 
-def _kernel_env(profile: Profile, out_dir: Path, repo: Path) -> dict[str, str | None]:
+def _kernel_env(profile: Profile, out_dir: Path, repo: Path, threads: int = 1) -> dict[str, str | None]:
     cache = os.environ.get("NRC_CACHE_DIR")
     pkg_root = str(Path(__file__).resolve().parents[1])
     pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -179,11 +182,34 @@ def _kernel_env(profile: Profile, out_dir: Path, repo: Path) -> dict[str, str | 
     if os.environ.get("NRC_DATA"):  # kernels start in notebooks/: a relative root means the caller's
         env["NRC_DATA"] = str(Path(os.environ["NRC_DATA"]).expanduser().absolute())
     if str(profile.device).startswith("cpu"):
-        # Tiny models on few cores: one intra-op thread is several times faster than torch's
-        # default, and much faster under load (measured 5-80x on the 2-core CI machine).
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = os.environ.get(var, "1")
+            env[var] = str(threads)
     return env
+
+
+def choose_threads(requested: str | int | None = "auto") -> int:
+    """Intra-op threads for the notebook kernels of a CPU profile.
+
+    ``"auto"`` (default): ``$OMP_NUM_THREADS`` when set, else the cores that are idle now, i.e.
+    ``cpu_count - round(1-minute load average)``, at least 1. Why: on this project's 2-core CPU,
+    at the full profile's shapes, two threads train about twice as fast as one on an idle machine
+    but several times *slower* when the other core is busy (threads wait for each other), so the
+    kernels take only the cores nobody else is using (measured: benchmarks/bench_matmul_ceiling.py
+    --threads 1,2). An integer forces that count.
+    """
+    if requested not in (None, "auto"):
+        n = int(requested)
+        if n < 1:
+            raise ValueError(f"--threads must be 'auto' or an integer >= 1, got {requested!r}")
+        return n
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) >= 1:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1
+    return max(1, min(cores, cores - int(round(load))))
 
 
 def _error_text(exc: BaseException) -> tuple[str, str]:
@@ -231,8 +257,59 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _source_hash(src: Path, params: dict) -> str:
+    """What an executed notebook depends on: its source, the nrc package's code, its parameters."""
+    h = hashlib.sha256(src.read_bytes())
+    for f in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def _training_counts(path: Path) -> dict:
+    """Sum the lines ResultStore.train appended to ``path`` (see :data:`TRAIN_LOG_ENV`)."""
+    out = {"train_seconds": 0.0, "members_trained": 0, "members_loaded": 0}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out["train_seconds"] += float(r.get("seconds", 0.0))
+        out["members_trained"] += int(r.get("trained", 0))
+        out["members_loaded"] += int(r.get("loaded", 0))
+    out["train_seconds"] = round(out["train_seconds"], 2)
+    return out
+
+
+def _relativize(nb_path: Path, repo: Path) -> None:
+    """Store papermill's input/output paths relative to the repository, and strip machine paths
+    (the repository's absolute path, the home directory) from outputs, so a committed executed
+    notebook carries no absolute path, user or host name of the machine that ran it."""
+    import nbformat
+
+    nb = nbformat.read(str(nb_path), as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = os.path.relpath(Path(meta[key]).resolve(), repo.resolve())
+    meta.pop("environment_variables", None)
+    text = nbformat.writes(nb)
+    for prefix, repl in ((str(repo.resolve()), "."), (str(Path.home()), "~")):
+        if prefix not in ("", "/"):
+            text = text.replace(json.dumps(prefix)[1:-1], repl)
+    tmp = nb_path.with_suffix(".ipynb.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, nb_path)
+
+
 def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, notebooks_dir="notebooks",
               out_dir="book/executed", kernel: str = "python3", timeout: float | None = None,
+              threads: str | int | None = "auto", resume: bool = True,
               log: Callable[[str], None] = print) -> RunReport:
     """Execute a profile's notebooks with papermill and write ``<out_dir>/status.json``.
 
@@ -250,6 +327,13 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         Jupyter kernel name.
     timeout : float, optional
         Per-cell execution timeout in seconds (papermill's ``execution_timeout``); none by default.
+    threads : "auto" or int
+        Intra-op threads of the kernels of a CPU profile (:func:`choose_threads`).
+    resume : bool
+        Skip a notebook whose entry in an existing ``status.json`` is ok, of the same profile,
+        with the same source hash (source notebook, ``nrc/*.py``, parameters) and whose executed
+        copy exists: a killed run continues where it stopped. Training itself resumes through
+        the cache and its checkpoints.
     log : callable
         Receives one line per notebook as it finishes and the final summary.
 
@@ -289,9 +373,18 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         "device": device, "python": platform.python_version(), "platform": platform.platform(),
         "versions": _versions(), "commit": commit, "dirty": dirty, "started": started,
     }
-    previous = _read_status(status_path) if only is not None else None
+    n_threads = choose_threads(threads)
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
+    provenance.update(threads=n_threads, load_average=load, paper_profile_run=False,
+                      note="The GPU `paper` profile has not been run: no GPU was lent to this project.")
+    previous = _read_status(status_path) if (only is not None or resume) else None
     kept = [e for e in (previous or {}).get("notebooks", [])
             if isinstance(e, dict) and e.get("name") not in names]
+    done = {e.get("name"): e for e in (previous or {}).get("notebooks", [])
+            if resume and isinstance(e, dict) and e.get("ok") and e.get("profile") == profile.name}
     if previous is not None and previous.get("profile") not in (None, profile.name):
         log(f"note: {status_path} also lists notebooks run with profile {previous.get('profile')!r}")
 
@@ -310,22 +403,41 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     log(f"nrc reproduce: profile {profile.name!r} ({profile.description or 'no description'}), "
         f"{len(names)} notebook{'s' if len(names) != 1 else ''} -> {out_dir}")
     width = max((len(n) for n in names), default=0)
-    with _environ(_kernel_env(profile, out_dir, repo)):
+    train_logs = out_dir / "training"
+    with _environ(_kernel_env(profile, out_dir, repo, n_threads)):
         for name in names:
             src, dst = notebooks_dir / f"{name}.ipynb", out_dir / f"{name}.ipynb"
             params = _parameters(profile, name, declared)
+            source_hash = _source_hash(src, params)
+            old = done.get(name)
+            if old is not None and old.get("source_hash") == source_hash and dst.is_file():
+                entries[name] = dict(old, skipped=True)
+                report.runs.append(NotebookRun(name, float(old.get("seconds") or 0), True, None, None, dst))
+                log(f"{name:<{width}}  {'skipped':>10}  ok (same profile and sources as the earlier run)")
+                write_status(None)
+                continue
+            train_log = train_logs / f"{name}.jsonl"
+            train_log.parent.mkdir(parents=True, exist_ok=True)
+            train_log.write_text("")
             start, error, details = time.perf_counter(), None, None
             try:
-                pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel,
-                                    cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout)
+                with _environ({TRAIN_LOG_ENV: str(train_log)}):
+                    pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel,
+                                        cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout)
             except Exception as e:  # noqa: BLE001 - record any failure and go on with the next notebook
                 error, details = _error_text(e)
             seconds = time.perf_counter() - start
+            if dst.is_file():
+                try:
+                    _relativize(dst, repo)
+                except Exception as e:  # noqa: BLE001 - an unreadable output is reported, not fatal
+                    error = error or f"could not rewrite paths in {dst.name}: {e}"
             run = NotebookRun(name, seconds, error is None, error, details, dst)
             report.runs.append(run)
             entries[name] = {"name": name, "seconds": round(seconds, 2), "ok": run.ok, "error": error,
                              "profile": profile.name, "started": started, "commit": commit,
-                             "parameters": params, "output": dst.name}
+                             "parameters": params, "output": dst.name, "source_hash": source_hash,
+                             "skipped": False, **_training_counts(train_log)}
             log(f"{name:<{width}}  {seconds:8.1f} s  {'ok' if run.ok else 'FAILED'}")
             write_status(None)
     report.total_seconds = time.perf_counter() - t0
@@ -374,6 +486,11 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="per-cell execution timeout (default: none)")
+    parser.add_argument("--threads", default="auto", metavar="N|auto",
+                        help="intra-op threads of a CPU profile's kernels (default: auto = idle cores)")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="rerun every notebook even if an earlier run of the same profile and "
+                             "sources left it ok in the output folder")
     parser.add_argument("--list", action="store_true",
                         help="list the profile's notebooks and their parameters, run nothing")
     return parser
@@ -414,8 +531,12 @@ def run_reproduce(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile, notebooks_dir)
         if args.list:
             return _list(profile, notebooks_dir)
+        threads = getattr(args, "threads", "auto")
+        if threads != "auto" and not (str(threads).isdigit() and int(threads) >= 1):
+            raise ValueError(f"--threads must be 'auto' or an integer >= 1, got {threads!r}")
         report = reproduce(profile, only=args.only, notebooks_dir=notebooks_dir, out_dir=args.out,
-                           kernel=args.kernel, timeout=args.timeout)
+                           kernel=args.kernel, timeout=args.timeout, threads=threads,
+                           resume=getattr(args, "resume", True))
     except (ProfileError, FileNotFoundError, ValueError) as e:
         print(f"nrc reproduce: {e}", file=sys.stderr)
         return 2
