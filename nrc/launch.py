@@ -18,6 +18,7 @@ Command line (from a checkout)::
     python -m nrc.launch --write notebooks/     # insert / update the set-up cell (idempotent)
     python -m nrc.launch --check notebooks/     # exit 1 when a notebook's cell is out of date
     python -m nrc.launch --environment environment.yml   # regenerate the Binder environment
+    python -m nrc.launch --table book/rerun.md  # regenerate the notebook table (links, data)
     python -m nrc.launch --urls                 # print the URLs derived from _config.yml
 """
 
@@ -264,6 +265,55 @@ def environment_yaml(pyproject: Path = PYPROJECT) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: What a dataset name costs to fetch (compressed download size).
+_DATA_FETCHED = {"mnist": "MNIST (11 MB)", "fashion-mnist": "Fashion-MNIST (30 MB)",
+                 "cifar10": "CIFAR-10 (163 MB)"}
+TABLE_BEGIN = "<!-- begin: python -m nrc.launch --table -->"
+TABLE_END = "<!-- end: python -m nrc.launch --table -->"
+
+
+def _datasets(values: list) -> str:
+    names = set()
+    for v in values:
+        if v is not None:
+            names.update(v if isinstance(v, (list, tuple)) else [v])
+    fetched = [_DATA_FETCHED[n] for n in sorted(names) if n in _DATA_FETCHED]
+    return ", ".join(fetched) or "nothing (synthetic)"
+
+
+def notebook_table(notebooks: Path = REPO_ROOT / "notebooks",
+                   profiles: Path = REPO_ROOT / "profiles") -> str:
+    """Markdown table: each notebook's Colab and Binder links and the data it downloads.
+
+    The data come from the notebook's ``dataset``/``datasets`` parameter: its default and the
+    ``smoke`` profile's value, and separately the ``paper`` profile's value.
+    """
+    import yaml
+
+    from .profiles import notebook_parameters
+
+    profile = {p: (yaml.safe_load((profiles / f"{p}.yaml").read_text()) or {}).get("notebooks", {})
+               for p in ("smoke", "paper")}
+    rows = ["| notebook | open | data it downloads (defaults, `smoke`) | with `paper` |",
+            "| --- | --- | --- | --- |"]
+    for path in _notebooks(notebooks):
+        name, params = path.stem, notebook_parameters(path)
+        keys = [k for k in ("dataset", "datasets") if k in params]
+        default = [params[k].default for k in keys] + [profile["smoke"].get(name, {}).get(k) for k in keys]
+        paper = [profile["paper"].get(name, {}).get(k, params[k].default) for k in keys]
+        rows.append(f"| `{name}` | [Colab]({colab_url(name)}) · [Binder]({binder_url(name)}) | "
+                    f"{_datasets(default)} | {_datasets(paper)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _with_table(text: str, table: str) -> str:
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise ValueError(f"no {TABLE_BEGIN} ... {TABLE_END} markers")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_BEGIN}\n{table}{TABLE_END}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nrc.launch", description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
@@ -273,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="exit 1 when a notebook in DIR lacks the current set-up cell")
     group.add_argument("--environment", type=Path, metavar="FILE",
                        help="write environment.yml (conda/Binder) from pyproject.toml")
+    group.add_argument("--table", type=Path, metavar="FILE",
+                       help="rewrite the notebook table (links, data) between the markers in FILE")
     group.add_argument("--urls", action="store_true", help="print the URLs derived from _config.yml")
     args = parser.parse_args(argv)
     try:
@@ -286,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                       + f"\nFix: python -m nrc.launch --write {args.check}", file=sys.stderr)
                 return 1
             print(f"every notebook in {args.check} has the current set-up cell")
+        elif args.table:
+            args.table.write_text(_with_table(args.table.read_text(), notebook_table()))
+            print(f"updated the notebook table in {args.table}")
         elif args.environment:
             args.environment.write_text(environment_yaml())
             print(f"wrote {args.environment}")
