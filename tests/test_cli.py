@@ -1,47 +1,218 @@
+"""The ``nrc`` command line: every bad input is one line on stderr, exit code 2, nothing written.
+
+Each case of issue 9 is asserted on its exit code, its one-line message and on what is left behind.
+"""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from nrc.cli import main
 
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--quiet", "--epochs", "2", "--widths", "4", "--classes", "2", "--dim", "3", "--per-class", "5",
+        "--weight-decays", "0.1", "--seeds", "0"]
 
-@pytest.mark.parametrize("argv,message", [
-    (["--weight-decays", "-0.1"], "weight_decay must be >= 0"),
-    (["--widths", "64,0"], "widths must all be >= 1"),
-    (["--epochs", "-1"], "epochs must be >= 0"),
-    (["--per-class", "0"], "per_class must be >= 1"),
-    (["--momentum", "1.5"], "momentum must be in"),
-    (["--tol", "2"], "tol must be in"),
-    (["--device", "tpu"], "device must be"),
-    (["--residual", "--widths", "8,16"], "residual network"),
-])
-def test_bad_values_stop_before_any_work(argv, message, capsys, monkeypatch):
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if anything starts training."""
     import nrc.results
 
-    monkeypatch.setattr(nrc.results, "train", lambda *a, **k: pytest.fail("training started"))
-    assert main(["sweep", *argv]) == 2
-    assert message in capsys.readouterr().err
+    def fail(*a, **k):
+        pytest.fail("training started")
+
+    monkeypatch.setattr(sys.modules["nrc.train"], "train", fail)
+    monkeypatch.setattr(nrc.results, "train", fail)
 
 
-@pytest.mark.parametrize("argv", [["--dataset", "imagenet"], ["--activation", "swish"], ["--loss", "hinge"]])
-def test_unknown_choices_are_rejected_by_the_parser(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["sweep", *argv])
-    assert exc.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
 
 
-def test_config_file_unknown_key(tmp_path, capsys):
+def _left_behind(tmp_path, *names):
+    return [n for n in names if (tmp_path / n).exists()]
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--weight-decays", "inf,0.1"], ["--weight-decays", "inf", "finite numbers >= 0"]),
+    (["--weight-decays", "-0.1"], ["--weight-decays", "-0.1", ">= 0"]),
+    (["--lr", "inf"], ["--lr", "'inf'", "finite number > 0"]),
+    (["--lr", "nan"], ["--lr", "'nan'", "finite number > 0"]),
+    (["--epochs", "ten"], ["--epochs", "'ten'", "integer >= 0"]),
+    (["--epochs", "-1"], ["--epochs", "integer >= 0"]),
+    (["--widths", "64,0"], ["--widths", "integers >= 1"]),
+    (["--widths", "8,8.5"], ["--widths", "8.5"]),
+    (["--per-class", "0"], ["--per-class", "integer >= 1"]),
+    (["--momentum", "1.5"], ["--momentum", "[0, 1)"]),
+    (["--tol", "2"], ["--tol", "(0, 1)"]),
+    (["--device", "tpu"], ["--device", "'tpu'", "'cuda:N'"]),
+    (["--dataset", "imagenet"], ["--dataset", "'imagenet'", "'mnist'"]),
+    (["--activation", "swish"], ["--activation", "'swish'"]),
+    (["--loss", "hinge"], ["--loss", "'ce' or 'mse'"]),
+    (["--seeds", ""], ["--seeds"]),
+    (["--residual", "--widths", "8,16"], ["--widths", "residual network"]),
+])
+def test_bad_flag_is_one_line_exit_2_nothing_written(argv, needles, tmp_path, capsys, no_training):
+    code = main(["sweep", *argv, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    line = _one_line_error(capsys)
+    assert line.startswith("nrc sweep: error: ")
+    for n in needles:
+        assert n in line, line
+    assert _left_behind(tmp_path, "cache", "out") == []
+
+
+def test_device_cuda_without_cuda(tmp_path, capsys, no_training):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["sweep", "--device", "cuda", "--cache-dir", str(tmp_path / "cache")]) == 2
+    line = _one_line_error(capsys)
+    assert "--device = 'cuda'" in line and "CUDA is not available" in line and "--device cpu" in line
+    assert _left_behind(tmp_path, "cache") == []
+
+
+@pytest.mark.parametrize("text,needles", [
+    ("epochs: ten\n", ["c.yaml: epochs", "'ten'", "integer >= 0"]),
+    ("bias: maybe\n", ["c.yaml: bias", "'maybe'", "true or false"]),
+    ("weight_decays: [0.1, .inf]\n", ["c.yaml: weight_decays", "inf", "finite"]),
+    ("42\n", ["c.yaml", "expected a mapping", "int"]),
+    ("- 1\n- 2\n", ["c.yaml", "expected a mapping", "list"]),
+    ("epochs: [1, 2\n", ["c.yaml", "not valid YAML", "line"]),
+    ("weight_decays: [0.01]\ndropout: 0.5\n", ["c.yaml", "unknown option 'dropout'"]),
+])
+def test_bad_config_file_is_one_line(text, needles, tmp_path, capsys, no_training):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("weight_decays: [0.01]\ndropout: 0.5\n")
-    assert main(["sweep", "--config", str(cfg)]) == 2
-    assert "unknown option(s) ['dropout']" in capsys.readouterr().err
+    cfg.write_text(text)
+    assert main(["sweep", "--config", str(cfg), "--cache-dir", str(tmp_path / "cache")]) == 2
+    line = _one_line_error(capsys)
+    for n in needles:
+        assert n in line, line
+    assert _left_behind(tmp_path, "cache") == []
+
+
+def test_config_values_are_coerced_not_truthy(tmp_path):
+    """``bias: "no"`` means no biases (not ``bool("no")``); a scalar where a list is expected is a list."""
+    from nrc.config import sweep_options
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text('bias: "no"\nresidual: "yes"\nweight_decays: 0.1\nseeds: 3\nepochs: "7"\nwidths: 8\n')
+    o = sweep_options({}, cfg)
+    assert o.bias is False and o.residual is True
+    assert o.weight_decays == [0.1] and o.seeds == [3] and o.epochs == 7 and o.widths == [8]
+    assert sweep_options({"bias": False}, cfg).bias is False  # flags override the file
+
+
+def test_config_bias_no_trains_without_biases(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text('bias: "no"\nweight_decays: 0.1\n')
+    out = tmp_path / "out"
+    assert main(["sweep", *TINY, "--config", str(cfg), "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["architecture"]["bias"] is False
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+def test_unwritable_output_stops_before_training(flag, tmp_path, capsys, no_training):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["sweep", flag, str(blocker / "sub")]) == 2
+    line = _one_line_error(capsys)
+    assert f"{flag} = " in line and str(blocker) in line and "not a folder" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_output_folder(tmp_path, capsys, no_training):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert main(["sweep", "--out", str(ro / "out")]) == 2
+        assert "cannot write" in _one_line_error(capsys)
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)
+
+
+def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", *TINY, "--cache-dir", "rel_cache", "--out", "rel_out"]) == 0
+    assert (tmp_path / "rel_out" / "meta.json").is_file()
+    assert (tmp_path / "rel_cache" / "members").is_dir()
+
+
+def test_all_members_diverged_is_a_clean_error(tmp_path, capsys):
+    code = main(["sweep", *TINY, "--lr", "1e30", "--no-cache", "--out", str(tmp_path / "out")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "all 1 members diverged" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_nrc_alone_prints_help_naming_the_sweep(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "nrc sweep" in out and "main job" in out
+
+
+def test_version(capsys):
+    import nrc
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nrc {nrc.__version__}"
+
+
+def test_sweep_flag_without_subcommand(capsys):
+    assert main(["--epochs", "3"]) == 2
+    line = _one_line_error(capsys)
+    assert "nrc sweep --epochs 3" in line
+
+
+def test_unknown_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--dropout", "3"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --dropout" in _one_line_error(capsys)
+
+
+def test_book_outside_the_repository(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["book"]) == 2
+    line = _one_line_error(capsys)
+    assert "not the nrc repository root" in line and "--root" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unexpected_error_has_no_traceback_unless_debug(tmp_path, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(sys.modules["nrc.analysis"], "analyze", boom)
+    assert main(["sweep", *TINY, "--no-cache"]) == 1
+    line = _one_line_error(capsys)
+    assert "RuntimeError: something broke" in line and "--debug" in line
+    with pytest.raises(RuntimeError):
+        main(["--debug", "sweep", *TINY, "--no-cache"])
 
 
 def test_missing_data_files_error_names_them(tmp_path, capsys):
-    assert main(["sweep", "--dataset", "cifar10", "--data-root", str(tmp_path)]) == 2
+    assert main(["sweep", "--dataset", "cifar10", "--data-root", str(tmp_path), "--no-cache"]) == 2
     err = capsys.readouterr().err
-    assert "data_batch_1" in err and str(tmp_path) in err
+    assert "Traceback" not in err and str(tmp_path) in err
 
 
 def test_small_sweep_prints_falling_ranks_and_writes_outputs(tmp_path, capsys):
@@ -59,3 +230,103 @@ def test_small_sweep_prints_falling_ranks_and_writes_outputs(tmp_path, capsys):
     assert r[0.1] < r[0.001]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["config"]["epochs"] == 60 and "commit" in meta and "device" in meta
+
+
+# ------------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               NRC_PROGRESS="0", OMP_NUM_THREADS="1")
+    return env
+
+
+def _wait_for(pred, timeout, proc):
+    t0 = time.time()
+    while not pred():
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended early: {proc.communicate()}")
+        if time.time() - t0 > timeout:
+            proc.kill()
+            pytest.fail("timed out waiting")
+        time.sleep(0.1)
+
+
+def test_ctrl_c_in_sweep_says_where_and_rerun_resumes(tmp_path):
+    cache = tmp_path / "cache"
+    argv = [sys.executable, "-m", "nrc.cli", "sweep", "--quiet", "--epochs", "1500", "--widths", "4",
+            "--classes", "2", "--dim", "3", "--per-class", "5", "--weight-decays", "0.1", "--seeds", "0",
+            "--cache-dir", str(cache)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(lambda: any((cache / "checkpoints").glob("*.pt")) if (cache / "checkpoints").is_dir() else False,
+              120, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "nrc sweep: interrupted during training, at epoch" in lines[0], err
+    assert "of 1500" in lines[0] and "run the same command again to resume" in lines[0]
+    ckpt = next((cache / "checkpoints").glob("*.pt"))
+    epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    assert 0 < epoch < 1500
+    done = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Numerical rank" in done.stdout
+    assert not list((cache / "checkpoints").glob("*.pt"))  # finished: checkpoint removed
+    assert len(list((cache / "members").glob("*.pt"))) == 1
+
+
+def _tiny_notebook(path: Path, body: str):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    params = nbformat.v4.new_code_cell("n: int = 1  # a number")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import nrc\nnrc.typed_parameters(globals())"),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, str(path))
+
+
+def test_ctrl_c_in_reproduce_mid_notebook_then_rerun_completes(tmp_path):
+    """SIGINT while the second of two notebooks runs: exit 130, one line naming it; a rerun completes."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _tiny_notebook(nbdir / "a_quick.ipynb", "import nrc\nnrc.record('a_quick', {'n': n})")
+    marker = tmp_path / "b_started"
+    _tiny_notebook(nbdir / "b_slow.ipynb",
+                   "import os, time, nrc\n"
+                   f"marker = {str(marker)!r}\n"
+                   "if not os.path.exists(marker):\n"
+                   "    open(marker, 'w').close()\n"
+                   "    time.sleep(120)\n"
+                   "nrc.record('b_slow', {'n': n})")
+    profile = tmp_path / "kill.yaml"
+    profile.write_text("profile: kill\ndevice: cpu\nnotebooks:\n  a_quick: {n: 2}\n  b_slow: {n: 3}\n")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "nrc.cli", "reproduce", "--profile", str(profile), "--notebooks", str(nbdir),
+            "--only", "a_quick", "--only", "b_slow", "--out", str(out)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(marker.exists, 180, proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    nrc_lines = [ln for ln in err.splitlines() if ln.startswith("nrc")]
+    assert nrc_lines == [nrc_lines[-1]] and "nrc reproduce: interrupted while running b_slow" in nrc_lines[-1], err
+    assert "(1 of 2 notebooks finished" in nrc_lines[-1] and "run the same command again" in nrc_lines[-1]
+    status = json.loads((out / "status.json").read_text())
+    assert [(e["name"], e["ok"]) for e in status["notebooks"]] == [("a_quick", True)]
+    assert status["finished"] is None
+    done = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    status = json.loads((out / "status.json").read_text())
+    assert [(e["name"], e["ok"]) for e in status["notebooks"]] == [("a_quick", True), ("b_slow", True)]
+    assert status["finished"]
+    records = {p.stem: json.loads(p.read_text())["values"] for p in (out / "results").glob("*.json")}
+    assert records == {"a_quick": {"n": 2}, "b_slow": {"n": 3}}
