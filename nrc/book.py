@@ -1,7 +1,10 @@
 """Build the companion book from the papermill-executed notebooks.
 
-The book never executes code: ``nrc reproduce`` runs the notebooks with papermill into
-``book/executed/`` (with ``status.json`` and ``results/NAME.json``), and this module
+The book never executes code: ``nrc reproduce`` runs the notebooks with papermill into a run
+folder (with ``status.json`` and ``results/NAME.json``). The published book comes from the
+committed run in ``book/published/`` (``nrc reproduce --profile full --out book/published``);
+``nrc book --executed DIR`` builds the same book from any other run folder (for example
+``book/executed``, the default of ``nrc reproduce``) without touching the committed one. This module
 
 * refuses to build when an executed notebook is missing, failed, or holds an error output;
 * writes the generated pages into ``book/generated/`` (build information, execution status,
@@ -30,7 +33,8 @@ from pathlib import Path
 __all__ = ["generate_pages", "build_book", "check_executed", "toc_notebooks", "add_book_arguments",
            "run_book", "main_book", "BookError"]
 
-EXECUTED = "book/executed"
+EXECUTED = "book/published"  # the run folder the table of contents points at
+STAGED = "_build/staged"    # sources staged for a build from another run folder
 GENERATED = "generated"
 _BANNER_ENV = "NRC_BOOK_EXECUTED"
 
@@ -107,7 +111,8 @@ def check_executed(executed_dir=EXECUTED, names=None, root=".") -> list[str]:
     """Every reason the executed notebooks cannot make a book; empty when they can."""
     ex = Path(executed_dir)
     names = list(names) if names is not None else toc_notebooks(root)
-    hint = "run `nrc reproduce --profile smoke` (or `--profile paper`) first"
+    hint = (f"run `nrc reproduce --profile full --out {EXECUTED}`, or build from your own run with "
+            "`nrc book --executed DIR`")
     if not ex.is_dir():
         return [f"no executed notebooks: {ex} does not exist; {hint}"]
     problems = []
@@ -293,8 +298,8 @@ def _commit_text(prov: dict) -> str:
 
 def _build_info_page(status: dict | None, names: list[str]) -> str:
     if status is None:
-        return ("```{warning}\nNo `book/executed/status.json`: this book was built without a recorded "
-                "run. Run `nrc reproduce --profile smoke` and `nrc book`.\n```\n")
+        return ("```{warning}\nNo `status.json`: this book was built without a recorded "
+                "run. Run `nrc reproduce` and `nrc book`.\n```\n")
     prov = _provenance(status)
     rows = {r.get("name"): r for r in status.get("notebooks", [])}
     ok = sum(1 for n in names if rows.get(n, {}).get("ok"))
@@ -328,7 +333,7 @@ def _build_info_page(status: dict | None, names: list[str]) -> str:
 def _status_page(status: dict | None, names: list[str], executed_dir: Path) -> str:
     out = ["# Execution status", "",
            "How the notebooks of this book were run: one papermill execution per notebook, "
-           "recorded by `nrc reproduce` in `book/executed/status.json`. The book shows those "
+           "recorded by `nrc reproduce` in the run folder's `status.json`. The book shows those "
            "outputs as they are; it executes nothing itself.", ""]
     if status is None:
         out.append("No `status.json` was found.")
@@ -340,7 +345,10 @@ def _status_page(status: dict | None, names: list[str], executed_dir: Path) -> s
         f"* Commit: {_code(_commit_text(prov))}",
         f"* Python: {_md(status.get('python', 'unknown'))}",
         f"* Started: {_md(status.get('started', 'unknown'))}",
-        f"* Total time: {_fmt_seconds(status.get('total_seconds'))} s",
+        f"* Total time: {_fmt_seconds(status.get('total_seconds'))} s"
+        + (f", with {status['threads']} threads" if status.get("threads") else "")
+        + (f" (load average {status['load_average']:.2f} at the start)"
+           if isinstance(status.get("load_average"), (int, float)) else ""),
         "",
         "## Notebooks",
         "",
@@ -351,12 +359,17 @@ def _status_page(status: dict | None, names: list[str], executed_dir: Path) -> s
         r = rows_by_name.get(name)
         link = _doc(name) if name in names else _md(name)
         if r is None:
-            rows.append([link, "", "", "not recorded", "not in status.json (kept from an earlier run?)"])
+            rows.append([link, "", "", "", "", "not recorded", "not in status.json (kept from an earlier run?)"])
             continue
         err = str(r.get("error") or "").strip().splitlines()
-        rows.append([link, _md(r.get("profile", prov["profile"])), _fmt_seconds(r.get("seconds")),
-                     "yes" if r.get("ok") else "**no**", _md(err[-1]) if err else ""])
-    out.append(_list_table(["Notebook", "Profile", "Seconds", "OK", "Error"], rows, name="status-table"))
+        train = _fmt_seconds(r["train_seconds"]) if r.get("train_seconds") is not None else ""
+        loaded, trained = r.get("members_loaded"), r.get("members_trained")
+        cache = f"{loaded} of {loaded + (trained or 0)}" if isinstance(loaded, int) else ""
+        ok = ("yes" if r.get("ok") else "**no**") + (" (reused)" if r.get("skipped") else "")
+        rows.append([link, _md(r.get("profile", prov["profile"])), _fmt_seconds(r.get("seconds")), train,
+                     cache, ok, _md(err[-1]) if err else ""])
+    out.append(_list_table(["Notebook", "Profile", "Seconds", "Training s", "Members from cache", "OK", "Error"],
+                           rows, name="status-table"))
     versions = status.get("versions") or {}
     if versions:
         out += ["", "## Package versions", "",
@@ -574,7 +587,7 @@ def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[st
            _counts_sentence(counts),
            "```", "",
            _list_table(["No.", "Claim", "Grade", "Kind", "Verdict", "Deciding number", "Page"], table,
-                       name="scorecard-table", css_class="nrc-scorecard"),
+                       name="scorecard-table", widths="4 25 12 11 9 27 12", css_class="nrc-scorecard"),
            "",
            "## Details", "",
            "Every check of every claim, folded; open one to read what was measured and where.", ""]
@@ -625,14 +638,14 @@ def _headline_page(claims: list[dict], results: dict[str, dict], names: list[str
     out = []
     if "e1_headline" in glued:
         out += ["```{glue} e1_headline", f":doc: {src}", "```", ""]
-        caption = (f"{{glue:text}}`{src}::e1_headline_caption`" if "e1_headline_caption" in glued else
+        caption = (f"{{glue:text}}`{src}::e1_headline_caption:s`" if "e1_headline_caption" in glued else
                    "Distance to rank $K$ and numerical rank of each hidden layer against the weight "
                    "decay $\\lambda$, MNIST")
         out += [f"*{caption}* (from {_doc(HEADLINE_NOTEBOOK, 'E1')}).", ""]
         if "e1_headline_result" in glued:
-            out += [f"{{glue:text}}`{src}::e1_headline_result`", ""]
+            out += [f"{{glue:text}}`{src}::e1_headline_result:s`", ""]
         if "e1_scale" in glued:
-            out += [f"Scale of this run: {{glue:text}}`{src}::e1_scale`.", ""]
+            out += [f"Scale of this run: {{glue:text}}`{src}::e1_scale:s`.", ""]
     else:
         out += ["```{warning}",
                 f"The headline figure is missing: the executed {HEADLINE_NOTEBOOK} notebook of this "
@@ -692,7 +705,30 @@ def generate_pages(executed_dir=EXECUTED, book_dir="book", root=None) -> list[Pa
 _JB = "import sys; from jupyter_book.cli.main import main; sys.exit(main())"
 
 
-def build_book(root=".", executed_dir=None, strict=True, *, builder="html", quiet=False) -> int:
+def stage_sources(root, executed_dir, dest) -> Path:
+    """Copy the book's sources into ``dest`` with ``dest/book/published`` linked to ``executed_dir``.
+
+    The table of contents points at ``book/published``; building from another run folder goes
+    through such a staged copy, so the committed run is never touched.
+    """
+    import shutil
+
+    root, dest = Path(root).resolve(), Path(dest).resolve()
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns(Path(EXECUTED).name, GENERATED, "executed", "__pycache__", "*.pyc")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(root / name, dest / name)
+    for name in ("book", "nrc", "notebooks"):
+        if (root / name).is_dir():
+            shutil.copytree(root / name, dest / name, ignore=ignore)
+    (dest / EXECUTED).symlink_to(Path(executed_dir).resolve(), target_is_directory=True)
+    return dest
+
+
+def build_book(root=".", executed_dir=None, strict=True, *, builder="html", quiet=False,
+               output_dir=None) -> int:
     """Check the executed notebooks, generate the pages, and build the book with jupyter-book.
 
     Parameters
@@ -700,10 +736,14 @@ def build_book(root=".", executed_dir=None, strict=True, *, builder="html", quie
     root : path
         Repository root (holds ``_config.yml`` and ``_toc.yml``).
     executed_dir : path, optional
-        Executed notebooks; default ``<root>/book/executed`` (the table of contents points there).
+        Run folder of executed notebooks; default ``<root>/book/published`` (the committed run,
+        which the table of contents points at). Any other folder is built through a staged copy
+        of the sources in ``<root>/_build/staged``.
     strict : bool
         Refuse to build when a notebook is missing, failed or holds an error output, and pass
         ``-n -W --keep-going`` (every warning fails the build). ``False`` builds what there is.
+    output_dir : path, optional
+        Where ``_build/<builder>`` goes; default ``root``.
 
     Returns
     -------
@@ -711,7 +751,8 @@ def build_book(root=".", executed_dir=None, strict=True, *, builder="html", quie
         0 on success; jupyter-book's exit code, or 2 when the checks refuse to build.
     """
     root = Path(root).resolve()
-    executed_dir = Path(executed_dir) if executed_dir is not None else root / EXECUTED
+    executed_dir = Path(executed_dir).resolve() if executed_dir is not None else root / EXECUTED
+    output_dir = Path(output_dir).resolve() if output_dir is not None else root
     problems = check_executed(executed_dir, root=root)
     if problems:
         msg = "nrc book: cannot build the book from these executed notebooks:\n  " + "\n  ".join(problems)
@@ -719,16 +760,20 @@ def build_book(root=".", executed_dir=None, strict=True, *, builder="html", quie
             print(msg, file=sys.stderr)
             return 2
         print(msg.replace("cannot build", "building anyway (strict=False)"), file=sys.stderr)
-    generate_pages(executed_dir, root / "book", root=root)
-    cmd = [sys.executable, "-c", _JB, "build", str(root), "--builder", builder, "--all"]
+    src = root
+    if executed_dir.resolve() != (root / EXECUTED).resolve():
+        src = stage_sources(root, executed_dir, output_dir / STAGED)
+    generate_pages(executed_dir, src / "book", root=src)
+    cmd = [sys.executable, "-c", _JB, "build", str(src), "--path-output", str(output_dir),
+           "--builder", builder, "--all"]
     if strict:
         cmd += ["-n", "-W", "--keep-going"]
     if quiet:
         cmd.append("-q")
     env = dict(os.environ, **{_BANNER_ENV: str(executed_dir.resolve())})
     t0 = time.time()
-    rc = subprocess.run(cmd, cwd=root, env=env).returncode
-    where = root / "_build" / builder
+    rc = subprocess.run(cmd, cwd=src, env=env).returncode
+    where = output_dir / "_build" / builder
     print(f"nrc book: jupyter-book {'succeeded' if rc == 0 else f'failed (exit {rc})'} in "
           f"{time.time() - t0:.1f} s; output in {where}", file=sys.stderr)
     return rc
@@ -738,7 +783,8 @@ def add_book_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     """Options of ``nrc book``."""
     parser.add_argument("--root", default=".", help="repository root with _config.yml (default: .)")
     parser.add_argument("--executed", default=None,
-                        help="executed notebooks (default: <root>/book/executed, written by `nrc reproduce`)")
+                        help=f"run folder of executed notebooks (default: <root>/{EXECUTED}, the committed "
+                             "run; e.g. book/executed for your own `nrc reproduce`)")
     parser.add_argument("--no-strict", dest="strict", action="store_false",
                         help="build even with missing or failed notebooks, and without -n -W")
     parser.add_argument("--generate-only", action="store_true",
@@ -791,7 +837,7 @@ def _page_context(app, pagename, templatename, context, doctree):
     status_uri = pathto("book/generated/status") if pathto and "book/generated/status" in app.env.all_docs else None
     if status is None and result is None:
         context["theme_announcement"] = ("<span class=\"nrc-provenance\">Built without a recorded run "
-                                         "(no book/executed/status.json)</span>")
+                                         "(no status.json)</span>")
     else:
         context["theme_announcement"] = _banner_html(_provenance(status, result, name), status_uri)
     # Launch buttons (Binder, Colab): the executed copy is not in the repository, so open the

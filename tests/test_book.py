@@ -1,13 +1,10 @@
 """The built book: clean build, links, figures, math and provenance, checked in headless Chromium.
 
-Needs executed notebooks in ``book/executed`` (``nrc reproduce --profile smoke``); the module
-builds the book once (``nrc.book.build_book``: ``jupyter-book build . -n -W --keep-going``),
-serves ``_build/html`` on 127.0.0.1 and looks at it with ``/usr/bin/chromium --headless``.
-
-Set ``NRC_BOOK_EXECUTED=DIR`` to build from executed notebooks elsewhere (for example
-``nrc reproduce --profile smoke --out /tmp/smoke``): the book's sources are then copied into a
-temporary folder with ``book/executed`` pointing at DIR, and the repository's own
-``book/executed`` and ``_build`` are left alone.
+Builds the book once from the committed run in ``book/published`` (``nrc.book.build_book``:
+``jupyter-book build . -n -W --keep-going``) into a temporary folder, serves the HTML on
+127.0.0.1 and looks at it with ``/usr/bin/chromium --headless``. Set ``NRC_BOOK_EXECUTED=DIR`` to
+build from another run folder instead (for example ``nrc reproduce --profile smoke --out
+/tmp/smoke``); ``nrc book`` then stages a copy of the sources and leaves the committed run alone.
 
 Every page of the site is read in Chromium at 1400 px wide after MathJax has run, and fails when
 it shows raw TeX, a truncated table cell, content wider than its column (outside a scroll box), a
@@ -32,10 +29,9 @@ import pytest
 pytestmark = pytest.mark.book
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTED = ROOT / "book" / "executed"
-HTML = ROOT / "_build" / "html"
+EXECUTED = ROOT / "book" / "published"   # the committed run the book is published from
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-EXPERIMENT_PAGE = "book/executed/e1_rank_vs_weight_decay.html"
+EXPERIMENT_PAGE = "book/published/e1_rank_vs_weight_decay.html"
 OTHER_EXECUTED = os.environ.get("NRC_BOOK_EXECUTED")
 WINDOW_WIDTH = 1400          # px, the reader's window for the layout checks
 MIN_FIGURE_WIDTH = 600       # px, rendered width of every figure at WINDOW_WIDTH
@@ -49,38 +45,19 @@ def _executed_dir() -> Path:
     return Path(OTHER_EXECUTED).resolve() if OTHER_EXECUTED else EXECUTED
 
 
-def _stage_sources(dest: Path, executed: Path) -> Path:
-    """Copy what the book build reads into ``dest``, with ``book/executed`` linked to ``executed``."""
-    ignore = shutil.ignore_patterns("executed", "generated", "__pycache__", "*.pyc")
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, dest / name)
-    for name in ("book", "nrc", "notebooks"):
-        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
-    (dest / "book" / "executed").symlink_to(executed, target_is_directory=True)
-    return dest
-
-
 @pytest.fixture(scope="module")
-def book_root(request, tmp_path_factory) -> Path:
-    """The tree the book is built in: the repository, or a staged copy (``NRC_BOOK_EXECUTED``)."""
+def site(tmp_path_factory) -> Path:
+    """Build the book (``nrc book``, strict) into a temporary folder; the path of the HTML output."""
     executed = _executed_dir()
-    if not OTHER_EXECUTED:
-        request.getfixturevalue("smoke_records")  # runs the smoke profile unless NRC_SMOKE_DONE=1
     if not (executed / "status.json").exists():
-        pytest.fail(f"no executed notebooks in {executed}: run `nrc reproduce --profile smoke` first")
-    if not OTHER_EXECUTED:
-        return ROOT
-    return _stage_sources(tmp_path_factory.mktemp("book-src"), executed)
-
-
-@pytest.fixture(scope="module")
-def site(book_root) -> Path:
-    """Build the book from the executed notebooks (the smoke run); the path of the HTML output."""
+        pytest.fail(f"no executed notebooks in {executed}: run `nrc reproduce --profile full --out "
+                    "book/published` (or set NRC_BOOK_EXECUTED to another run folder)")
     from nrc.book import build_book
 
-    rc = build_book(book_root, strict=True, quiet=True)
+    out = tmp_path_factory.mktemp("book-build")
+    rc = build_book(ROOT, executed, strict=True, quiet=True, output_dir=out)
     assert rc == 0, f"`nrc book` failed with exit code {rc} (see the output above)"
-    return book_root / "_build" / "html"
+    return out / "_build" / "html"
 
 
 # Injected by the test server into every HTML page it serves: once MathJax has typeset the page,
@@ -93,9 +70,13 @@ LAYOUT_JS = r"""
     pre.textContent = JSON.stringify(obj);
     document.body.appendChild(pre);
   };
+  // wait for the page (MathJax is loaded deferred), then for MathJax to finish typesetting
+  if (document.readyState !== "complete") await new Promise((r) => window.addEventListener("load", r));
+  for (let i = 0; i < 100 && document.querySelector(".math, mjx-container") &&
+                  !(window.MathJax && MathJax.startup && MathJax.startup.promise); i++)
+    await new Promise((r) => setTimeout(r, 50));
   try {
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
-    if (window.MathJax && MathJax.typesetPromise) { await MathJax.typesetPromise(); }
   } catch (e) { /* a MathJax error leaves raw TeX, which the checks below report */ }
   const MIN_FIG = %(min_fig)d, MAX_LINES = %(max_lines)d;
   const out = {tex: [], truncated: [], overflow: [], narrow: [], code_lines_before_figure: 0,
@@ -132,7 +113,7 @@ LAYOUT_JS = r"""
       out.overflow.push(el.tagName.toLowerCase() + "." + (el.className || "").toString().split(" ")[0] +
                         " (" + Math.round(r.width) + " px in a " + Math.round(box.width) + " px column): " +
                         snippet(el.textContent || el.getAttribute("src") || ""));
-    } else if (o === "hidden" && el.scrollWidth > el.clientWidth + 2 && !el.closest("mjx-container")) {
+    } else if (o === "hidden" && el.scrollWidth > el.clientWidth + 2 && !el.closest("mjx-container, .math")) {
       out.overflow.push(el.tagName.toLowerCase() + " clips its content (" + el.scrollWidth + " > " +
                         el.clientWidth + " px): " + snippet(el.textContent || ""));
     }
@@ -379,7 +360,7 @@ def test_book_refuses_failed_or_missing_notebooks(tmp_path):
     """`nrc book` stops before jupyter-book when a notebook failed, is missing, or shows an error."""
     from nrc.book import build_book, check_executed
 
-    ex = tmp_path / "book" / "executed"
+    ex = tmp_path / "book" / "published"
     ex.mkdir(parents=True)
     shutil.copy(ROOT / "_toc.yml", tmp_path / "_toc.yml")
     (ex / "status.json").write_text(json.dumps({"profile": "smoke", "finished": "now", "notebooks": [
