@@ -57,8 +57,9 @@ def show_table(df: pd.DataFrame, formats: Mapping[str, str] | None = None, *, ca
 
     Returns
     -------
-    IPython.display.HTML
-        Also displayed.
+    None
+        The table is displayed (nothing is returned, so a cell ending with this call does not
+        show it twice).
     """
     from IPython.display import HTML, display
 
@@ -80,14 +81,13 @@ def show_table(df: pd.DataFrame, formats: Mapping[str, str] | None = None, *, ca
     out = HTML(f'<div class="nrc-table" style="overflow-x: auto; max-width: 100%;">{cap}'
                f"{styler.to_html()}</div>")
     display(out)
-    return out
 
 
 def verdict_table(checks: list[dict]):
     """Display the checks of :func:`nrc.check` as a table: claim, what was tested, measured, verdict."""
     df = pd.DataFrame(checks, columns=["claim", "what", "measured", "passed"])
     df["verdict"] = np.where(df["passed"], "holds", "differs")
-    return show_table(df[["claim", "what", "measured", "verdict"]], {"claim": "{:d}"})
+    show_table(df[["claim", "what", "measured", "verdict"]], {"claim": "{:d}"})
 
 
 def spearman(x, y) -> float:
