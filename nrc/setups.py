@@ -64,15 +64,17 @@ def members(weight_decays: Iterable[float], seeds: Iterable[int]) -> list[dict]:
 
 
 def train_config(loss: str, *, epochs: int, batch_size: int, lr: float, refine_steps: int = 0,
-                 momentum: float = 0.9) -> TrainConfig:
+                 momentum: float = 0.9, regularize_bias: bool = True) -> TrainConfig:
     """SGD with momentum and a cosine schedule, then ``refine_steps`` full-batch L-BFGS steps in float64.
 
-    ``refine_steps = 0`` means SGD only. This is the configuration of E1 and of T1-T4 and T8.
+    ``refine_steps = 0`` means SGD only. This is the configuration of E1, of T1-T5, T8, T9 and the
+    derivation, and of T7's near-stationary run; ``regularize_bias=False`` leaves biases out of the
+    weight decay (T5).
     """
     steps = max(int(refine_steps), 0)
     return TrainConfig(loss=loss, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                        momentum=float(momentum), schedule="cosine", refine="lbfgs" if steps > 0 else "none",
-                       refine_steps=steps, refine_dtype="float64")
+                       refine_steps=steps, refine_dtype="float64", regularize_bias=bool(regularize_bias))
 
 
 def scale_text(data: Dataset, widths: Sequence[int], *, members: int, epochs: int, seeds: Iterable,
