@@ -67,7 +67,7 @@ def show_table(df: pd.DataFrame, formats: Mapping[str, str] | None = None, *, ca
     for c in df.columns:
         if c not in formats and pd.api.types.is_float_dtype(df[c]):
             formats[c] = "{:.3g}"
-    styler = df.style.format(formats, na_rep="n/a").hide(axis="index")
+    styler = df.style.format(formats, na_rep="n/a", escape="html").hide(axis="index")
     if rename:
         styler = styler.relabel_index([rename.get(c, c) for c in df.columns], axis="columns")
     styler = styler.set_table_styles([
