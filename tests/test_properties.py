@@ -116,6 +116,8 @@ def test_rank_and_distance_invariances_and_closed_form(case, k):
     assert int(nrc.energy_rank(sv, 1e-2)) == ref.energy_rank_from_s(list(s), 1e-2)
     dk = float(nrc.dist_to_rank(sv, k))
     assert dk == pytest.approx(ref.dist_from_s(list(s), k), rel=1e-9, abs=1e-14 * s[0])
+    assert float(nrc.relative_dist_to_rank(sv, k)) == pytest.approx(
+        ref.dist_from_s(list(s), k) / ref.dist_from_s(list(s), 0), rel=1e-9, abs=1e-14)
     P, Q = _orthogonal(rng, W.shape[0]), _orthogonal(rng, W.shape[1])
     for other in (P @ W @ Q, W.T):
         so = nrc.svdvals(other)
