@@ -419,6 +419,23 @@ def test_download_mirror_from_the_environment_and_the_official_list(tmp_path, se
     assert "/nowhere/train-images-idx3-ubyte.gz" in srv.requests
 
 
+def test_cli_download_flag_fetches_from_the_mirror(tmp_path, serve, monkeypatch, capsys):
+    from nrc.cli import main
+
+    _, url = serve(shared_root())
+    root = tmp_path / "root"
+    argv = ["sweep", "--dataset", "mnist", "--data-root", str(root), "--per-class", "2",
+            "--epochs", "1", "--seeds", "0", "--weight-decays", "0.1", "--widths", "8",
+            "--no-cache", "--quiet", "--device", "cpu"]
+    assert main(argv) == 2  # no files, no --download: one line naming what to set
+    err = capsys.readouterr().err
+    assert "NRC_DATA" in err and "--download" in err
+    monkeypatch.setenv("NRC_DATA_MIRROR", url)
+    assert main(argv + ["--download"]) == 0
+    assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(
+        f"{n}.gz" for n in IDX_NAMES)
+
+
 def test_download_checksum_mismatch_leaves_nothing(tmp_path, serve):
     _, url = serve(shared_root(), mode="corrupt")
     with pytest.raises(RuntimeError) as err:

@@ -133,3 +133,15 @@ def test_rerun_page_table_is_current():
     assert table == launch.notebook_table().strip(), (
         "the notebook table of book/rerun.md is out of date: "
         "python -m nrc.launch --table book/rerun.md")
+
+
+def test_runner_gives_kernels_an_absolute_nrc_data(tmp_path, monkeypatch):
+    """Kernels start in notebooks/: a relative NRC_DATA must mean the caller's directory."""
+    from nrc.profiles import load_profile
+    from nrc.runner import _kernel_env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NRC_DATA", "rel/data")
+    profile = load_profile("smoke", notebooks_dir=REPO / "notebooks")
+    env = _kernel_env(profile, tmp_path / "out", REPO)
+    assert env["NRC_DATA"] == str(tmp_path / "rel" / "data")

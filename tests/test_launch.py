@@ -77,8 +77,9 @@ def test_docs_use_only_the_derived_urls(doc):
         head = "\n".join(text.splitlines()[:6])
         assert launch.book_url() in head, "the README's first lines must link the published book"
     else:
-        assert launch.binder_url() in text
-        assert "https://colab.research.google.com/assets/colab-badge.svg" in text
+        assert launch.binder_url() in text and launch.book_url() in text
+        for path in sorted(NOTEBOOKS.glob("*.ipynb")):  # a Colab and a Binder link per notebook
+            assert launch.colab_url(path.stem) in text and launch.binder_url(path.stem) in text
 
 
 # --------------------------------------------------------------------------------------------
