@@ -636,24 +636,25 @@ def _headline_page(claims: list[dict], results: dict[str, dict], names: list[str
     glued = _glued_names(e1)
     src = f"/{EXECUTED}/{HEADLINE_NOTEBOOK}.ipynb"
     out = []
+    counts = verdict_counts(score_claims(claims, results, names))
+    prov = _provenance(status)
+    verdicts = [f"**Verdicts of this build** (profile **{_md(prov['profile'])}**; one row per claim in the "
+                "{doc}`/book/generated/scorecard`):", "", _counts_sentence(counts), ""]
     if "e1_headline" in glued:
         out += ["```{glue} e1_headline", f":doc: {src}", "```", ""]
         caption = (f"{{glue:text}}`{src}::e1_headline_caption:s`" if "e1_headline_caption" in glued else
                    "Distance to rank $K$ and numerical rank of each hidden layer against the weight "
                    "decay $\\lambda$, MNIST")
         out += [f"*{caption}* (from {_doc(HEADLINE_NOTEBOOK, 'E1')}).", ""]
+        out += verdicts
         if "e1_headline_result" in glued:
             out += [f"{{glue:text}}`{src}::e1_headline_result:s`", ""]
         if "e1_scale" in glued:
-            out += [f"Scale of this run: {{glue:text}}`{src}::e1_scale:s`.", ""]
+            out += [f"Scale of the E1 run: {{glue:text}}`{src}::e1_scale:s`", ""]
     else:
         out += ["```{warning}",
                 f"The headline figure is missing: the executed {HEADLINE_NOTEBOOK} notebook of this "
-                "build glued no `e1_headline` figure.", "```", ""]
-    counts = verdict_counts(score_claims(claims, results, names))
-    prov = _provenance(status)
-    out += [f"**Verdicts of this build** (profile **{_md(prov['profile'])}**; one row per claim in the "
-            "{doc}`/book/generated/scorecard`):", "", _counts_sentence(counts), ""]
+                "build glued no `e1_headline` figure.", "```", ""] + verdicts
     return "\n".join(out)
 
 

@@ -487,3 +487,31 @@ def test_every_page_reads_well(site, server, tmp_path):
             failures[rel] = problems
     report = "\n".join(f"{rel}:\n  " + "\n  ".join(p) for rel, p in failures.items())
     assert not failures, f"{len(failures)} pages break the layout rules:\n{report}"
+
+
+def test_score_claims_verdicts_and_counts():
+    """Verdicts from recorded checks: any failed check makes a claim differ and decides it; kinds
+    are counted apart; claims without checks are 'not checked'; context claims are never scored."""
+    from nrc.book import score_claims, verdict_counts
+
+    claims = [{"claim": 1, "statement": "a", "grade": "G", "kind": "empirical"},
+              {"claim": 2, "statement": "b", "grade": "G", "kind": "construction"},
+              {"claim": 3, "statement": "c", "grade": "G", "kind": "empirical"},
+              {"claim": 4, "statement": "d", "grade": "G", "context_only": True}]
+    results = {
+        "t1_x": {"checks": [{"claim": 1, "what": "w1", "measured": "m1", "passed": True},
+                            {"claim": 2, "what": "w2", "measured": "m2", "passed": True}]},
+        "e1_y": {"checks": [{"claim": 1, "what": "w3", "measured": "m3", "passed": False},
+                            {"claim": 4, "what": "w4", "measured": "m4", "passed": False}]},
+    }
+    rows = {r["claim"]: r for r in score_claims(claims, results, ["t1_x", "e1_y"])}
+    assert rows[1]["verdict"] == "differs" and rows[1]["deciding"][1]["measured"] == "m3"
+    assert rows[1]["pages"] == ["t1_x", "e1_y"]
+    assert rows[2]["verdict"] == "pass" and rows[2]["deciding"][1]["measured"] == "m2"
+    assert rows[3]["verdict"] == "not checked" and rows[3]["deciding"] is None
+    assert rows[4]["verdict"] == "context"
+    counts = verdict_counts(list(rows.values()))
+    assert counts == {"empirical": {"differs": 1, "not checked": 1}, "construction": {"pass": 1},
+                      "context": {"context": 1}}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        score_claims([{"claim": 5, "statement": "e", "grade": "G", "kind": "typo"}], {}, [])
