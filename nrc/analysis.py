@@ -237,7 +237,7 @@ def analyze_model(model: torch.nn.Module, data: Dataset, *, loss="ce", weight_de
     from .train import TrainConfig
 
     if isinstance(weight_decay, bool) or not np.isfinite(float(weight_decay)) or not float(weight_decay) > 0:
-        raise ValueError(f"weight_decay must be a finite number > 0 for the Theorem A bound, got {weight_decay}")
+        raise ValueError(f"weight_decay must be > 0 and finite for the Theorem A bound, got {weight_decay}")
     arch, params = from_module(model)
     K = int(data.num_classes)
     if arch.num_classes != K:

@@ -219,7 +219,7 @@ def test_analyze_model_checks_k_against_model_and_data():
                       name="two")
     with pytest.raises(ValueError, match=r"none for class\(es\) \[2\]"):
         nrc.analyze_model(model3, sub, loss="ce", weight_decay=0.1)
-    with pytest.raises(ValueError, match="weight_decay must be a finite number > 0"):
+    with pytest.raises(ValueError, match="weight_decay must be > 0 and finite"):
         nrc.analyze_model(model3, data, loss="ce", weight_decay=float("inf"))
     with pytest.raises(ValueError, match="loss must be"):
         nrc.analyze_model(model3, data, loss=torch.nn.L1Loss(), weight_decay=0.1)
