@@ -167,3 +167,77 @@ def test_add_reproduce_arguments_mounts_as_subcommand():
     ns = parser.parse_args(["reproduce", "--only", "a", "--only", "b", "--timeout", "30"])
     assert ns.only == ["a", "b"] and ns.timeout == 30.0 and ns.profile == "smoke"
     assert ns.out == "book/executed" and ns.notebooks == "notebooks" and ns.kernel == "python3" and not ns.list
+
+
+# ----------------------------------------------------------------------------------------------
+# resume, training counters, relative paths, threads (issue 12)
+
+
+def test_resume_skips_ok_notebooks_with_same_sources(repo):
+    out = repo / "out"
+    reproduce("tiny", notebooks_dir=repo / "notebooks", out_dir=out, log=lambda s: None)
+    first = json.loads((out / "status.json").read_text())
+    good1 = {e["name"]: e for e in first["notebooks"]}["good"]
+    assert good1["skipped"] is False and good1["source_hash"]
+    lines = []
+    report = reproduce("tiny", only=["good"], notebooks_dir=repo / "notebooks", out_dir=out, log=lines.append)
+    good2 = {e["name"]: e for e in json.loads((out / "status.json").read_text())["notebooks"]}["good"]
+    assert report.ok and good2["skipped"] is True and good2["seconds"] == good1["seconds"]
+    assert any("skipped" in line for line in lines)
+    # a changed source is rerun
+    src = repo / "notebooks" / "good.ipynb"
+    nb = nbformat.read(str(src), as_version=4)
+    nb.cells[1].source += "\nprint('changed')\n"
+    nbformat.write(nb, str(src))
+    reproduce("tiny", only=["good"], notebooks_dir=repo / "notebooks", out_dir=out, log=lambda s: None)
+    good3 = {e["name"]: e for e in json.loads((out / "status.json").read_text())["notebooks"]}["good"]
+    assert good3["skipped"] is False and good3["source_hash"] != good1["source_hash"]
+    # executed copies carry relative papermill paths and no absolute repository path
+    text = (out / "good.ipynb").read_text()
+    meta = json.loads(text)["metadata"]["papermill"]
+    assert not meta["input_path"].startswith("/") and not meta["output_path"].startswith("/")
+    assert str(repo.resolve()) not in text
+
+
+def test_training_counts_from_result_store(tmp_path, monkeypatch):
+    import nrc
+    from nrc.runner import TRAIN_LOG_ENV, _training_counts
+
+    log = tmp_path / "train.jsonl"
+    monkeypatch.setenv(TRAIN_LOG_ENV, str(log))
+    store = nrc.ResultStore(tmp_path / "cache")
+    data = nrc.make_gaussian_mixture(num_classes=3, dim=4, per_class=5, spread=0.5, seed=0)
+    arch = nrc.Architecture((4, 6, 3))
+    config = nrc.TrainConfig(epochs=2, batch_size=5)
+    store.train(arch, data, [{"weight_decay": 0.01, "seed": 0}], config, progress=False)
+    store.train(arch, data, [{"weight_decay": 0.01, "seed": 0}, {"weight_decay": 0.1, "seed": 1}], config,
+                progress=False)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["trained"], r["loaded"]) for r in rows] == [(1, 0), (1, 1)]
+    assert all(r["seconds"] > 0 for r in rows)
+    counts = _training_counts(log)
+    assert counts["members_trained"] == 2 and counts["members_loaded"] == 1
+    assert counts["train_seconds"] == pytest.approx(sum(r["seconds"] for r in rows), abs=0.01)
+    assert _training_counts(tmp_path / "absent.jsonl") == {"train_seconds": 0.0, "members_trained": 0,
+                                                           "members_loaded": 0}
+
+
+def test_choose_threads(monkeypatch):
+    from nrc.runner import choose_threads
+
+    assert choose_threads(3) == 3 and choose_threads("2") == 2
+    with pytest.raises(ValueError, match="--threads"):
+        choose_threads(0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert choose_threads("auto") == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert choose_threads("auto") == (os.cpu_count() or 1)
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 0.0, 0.0))
+    assert choose_threads("auto") == 1
+
+
+def test_bad_threads_argument_exits_2(repo, capsys):
+    assert main_reproduce(args(repo, "--threads", "zero")) == 2
+    assert "--threads must be 'auto' or an integer >= 1" in capsys.readouterr().err
+    assert not (repo / "out").exists()
