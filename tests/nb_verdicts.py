@@ -264,6 +264,23 @@ CRITERIA: dict[str, list[Criterion]] = {
 }
 
 
+def _suffixed(crit: Criterion, suffix: str) -> Criterion:
+    """``crit`` applied to the values of a further data set (keys ending in ``suffix``), present if recorded."""
+    class strip(dict):  # reads "key" as "key" + suffix where the record has it
+        def __init__(self, v):
+            self.v = v
+
+        def __getitem__(self, k):
+            return self.v[k + suffix] if (k + suffix) in self.v else self.v[k]
+
+    return Criterion(crit.claim, crit.kind, lambda v, p: crit.verdict(strip(v), p),
+                     lambda v, p: any(k.endswith(suffix) for k in v) and crit.present(strip(v), p))
+
+
+# E1 repeats its checks, in the same order, for Fashion-MNIST after MNIST (values suffixed "_fashion_mnist")
+CRITERIA["e1_rank_vs_weight_decay"] += [_suffixed(c, "_fashion_mnist") for c in CRITERIA["e1_rank_vs_weight_decay"]]
+
+
 @lru_cache(maxsize=None)
 def _parameters(notebook: str, profile: str) -> dict:
     """The notebook's parameters in that run: its defaults, updated by the profile's values."""
