@@ -356,6 +356,13 @@ def test_scorecard_lists_16_claims(site):
     assert len(re.findall(r'<details|class="[^"]*dropdown', text)) >= 16
 
 
+def test_figures_are_not_numbered_across_the_book(site):
+    """Figure numbers that run across the whole book ("Fig. 22" on E1) are switched off."""
+    numbered = [p.relative_to(site).as_posix() for p in _pages(site)
+                if 'class="caption-number"' in p.read_text(encoding="utf8", errors="replace")]
+    assert not numbered, f"pages with numbered captions: {numbered}"
+
+
 def test_book_refuses_failed_or_missing_notebooks(tmp_path):
     """`nrc book` stops before jupyter-book when a notebook failed, is missing, or shows an error."""
     from nrc.book import build_book, check_executed
