@@ -39,7 +39,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="synthetic (default: Gaussian mixture), mnist, fashion-mnist or cifar10")
     g.add_argument("--data-root", help="root of the data files (torchvision layout); default $NRC_DATA")
-    g.add_argument("--download", action="store_true", help="fetch missing MNIST / Fashion-MNIST / CIFAR-10 "
+    g.add_argument("--download", action="store_true", default=None, help="fetch missing MNIST / Fashion-MNIST / CIFAR-10 "
                    "files into the data root (md5-checked; $NRC_DATA_MIRROR selects the server)")
     g.add_argument("--per-class", help="training samples per class (default 50)")
     g.add_argument("--classes", help="synthetic: number of classes K >= 2 (default 4)")
@@ -127,7 +127,7 @@ def run_sweep(args) -> int:
                                 spread=o.spread, seed=0)
         else:
             data = load_dataset(o.dataset, root=o.data_root, per_class=o.per_class,
-                                download=bool(getattr(args, "download", False)))
+                                download=o.download)
     except (FileNotFoundError, ValueError, RuntimeError, OSError, EOFError) as err:
         print(f"nrc sweep: error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -98,6 +98,7 @@ PositiveInt = Annotated[int, _Num, Field(ge=1)]
 SWEEP_ALLOWED = {
     "dataset": "one of 'synthetic', 'mnist', 'fashion-mnist', 'cifar10'",
     "data_root": "a folder path",
+    "download": "true or false",
     "per_class": "an integer >= 1",
     "classes": "an integer >= 2",
     "dim": "an integer >= 1",
@@ -137,6 +138,7 @@ class SweepOptions(BaseModel):
 
     dataset: Literal["synthetic", "mnist", "fashion-mnist", "cifar10"] = "synthetic"
     data_root: Optional[str] = None
+    download: bool = False
     per_class: PositiveInt = 50
     classes: Annotated[int, _Num, Field(ge=2)] = 4
     dim: PositiveInt = 20

@@ -215,6 +215,24 @@ def test_missing_data_files_error_names_them(tmp_path, capsys):
     assert "Traceback" not in err and str(tmp_path) in err
 
 
+def test_truncated_mnist_file_is_named_with_the_fix(tmp_path, capsys):
+    import shutil
+
+    raw = REPO.parent / "shared" / "data" / "MNIST" / "raw"
+    if not (raw / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("no offline MNIST")
+    dest = tmp_path / "MNIST" / "raw"
+    dest.mkdir(parents=True)
+    for f in raw.glob("*.gz"):
+        shutil.copyfile(f, dest / f.name)
+    bad = dest / "train-labels-idx1-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:3000])
+    assert main(["sweep", "--dataset", "mnist", "--data-root", str(tmp_path), "--per-class", "5",
+                 "--no-cache"]) == 2
+    line = _one_line_error(capsys)
+    assert str(bad) in line and "truncated or corrupt" in line and "--download" in line
+
+
 def test_small_sweep_prints_falling_ranks_and_writes_outputs(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["sweep", "--quiet", "--epochs", "60", "--widths", "32,32", "--weight-decays", "1e-3,1e-1",
