@@ -427,7 +427,8 @@ def _sgd_update(params, grads, bufs, decay, wds, lrs, momentum, first, cache=Non
             for g_idx, idx in enumerate(groups):
                 if idx:
                     torch._fused_sgd_([P[i][m] for i in idx], [G[i][m] for i in idx],
-                                      [Bf[i][m] for i in idx], weight_decay=wds[m] if g_idx == 0 else 0.0,
+                                      [Bf[i][m] for i in idx] if momentum else [],  # the kernel wants no buffers at momentum 0
+                                      weight_decay=wds[m] if g_idx == 0 else 0.0,
                                       momentum=momentum, lr=lrs[m], dampening=0.0, nesterov=False,
                                       maximize=False, is_first_step=first)
         return
