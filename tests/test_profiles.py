@@ -206,3 +206,79 @@ def test_real_profile_is_valid(path):
 def test_real_profiles_exist():
     missing = [n for n in ("smoke", "paper") if not (REPO / "profiles" / f"{n}.yaml").is_file()]
     assert not missing, f"profiles/{{{','.join(missing)}}}.yaml missing: every notebook runs under smoke and paper"
+
+
+# ----------------------------------------------------------------------------------------------
+# the full profile: one shared MNIST sweep (issue 12)
+
+SHARED_T = ("t2_rank_tcv_bound", "t3_lemma_a2_constant", "t4_any_partition", "t8_rank_vs_weight_decay")
+SHARED_E = ("e1_rank_vs_weight_decay", "e6_low_rank_compression")
+
+
+def _values(profile, name):
+    from nrc.profiles import notebook_parameters
+
+    declared = notebook_parameters(REPO / "notebooks" / f"{name}.ipynb")
+    return {**{k: p.default for k, p in declared.items()}, **profile.notebooks[name]}
+
+
+def _member_keys(name, v):
+    """The cache keys of a notebook's MNIST members, built as the notebook builds them."""
+    import nrc
+    from nrc import setups
+
+    store = nrc.ResultStore("unused")
+    if name in SHARED_T:
+        data = setups.load_data(v["dataset"], num_classes=v["num_classes"], dim=v["dim"],
+                                per_class=v["per_class"], spread=v["spread"], data_seed=v["data_seed"])
+        arch = setups.architecture(data, v["hidden"], activation=v["activation"], bias=v["bias"])
+        configs = [setups.train_config(loss, epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
+                                       refine_steps=v["refine_steps"]) for loss in v["losses"]]
+    else:
+        ds = "mnist" if name == "e1_rank_vs_weight_decay" else v["dataset"]
+        data = setups.load_data(ds, per_class=v["per_class"], test_per_class=0)
+        arch = nrc.Architecture(tuple(int(w) for w in v["widths"]), activation="relu", bias=v["bias"])
+        configs = [setups.train_config(v["loss"], epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
+                                       refine_steps=v["refine_steps"], momentum=v["momentum"])]
+    members = setups.members(v["weight_decays"], v["seeds"])
+    return {store.member_key(arch, c, data, m) for c in configs for m in members}
+
+
+def test_full_profile_notebooks_build_the_shared_sweep_through_setups():
+    # the key computation below mirrors these calls; a notebook that stops making them breaks sharing
+    for name in SHARED_T + SHARED_E:
+        src = (REPO / "notebooks" / f"{name}.ipynb").read_text()
+        assert "setups.members(" in src and "setups.load_data(" in src, name
+        assert "setups.train_config(" in src or "setups.train_and_analyze(" in src, name
+
+
+def test_full_profile_shares_one_mnist_sweep():
+    pytest.importorskip("nrc.setups")
+    profile = load_profile("full", REPO / "notebooks")
+    e1 = _values(profile, "e1_rank_vs_weight_decay")
+    assert "mnist" in e1["datasets"] and "fashion-mnist" in e1["datasets"]
+    try:
+        reference = _member_keys("e1_rank_vs_weight_decay", e1)
+    except FileNotFoundError as e:
+        pytest.skip(f"MNIST not available offline: {e}")
+    assert len(reference) == len(e1["weight_decays"]) * len(e1["seeds"])
+    for name in SHARED_T + ("e6_low_rank_compression",):
+        keys = _member_keys(name, _values(profile, name))
+        assert keys <= reference, f"{name}: {len(keys - reference)} of {len(keys)} members not in E1's MNIST sweep"
+    # T8 and E6 use the whole grid, T2-T4 its positive weight decays
+    assert _member_keys("t8_rank_vs_weight_decay", _values(profile, "t8_rank_vs_weight_decay")) == reference
+
+
+def test_full_profile_meets_the_minimum_scale():
+    profile = load_profile("full", REPO / "notebooks")
+    for name in SHARED_T + SHARED_E + ("e3_residual_networks",):
+        v = _values(profile, name)
+        hidden = v["hidden"] if "hidden" in v else v["widths"][1:-1]
+        positive = sorted(float(w) for w in v["weight_decays"] if float(w) > 0)
+        assert v["per_class"] >= 1000, name
+        assert len(hidden) >= 3 and min(hidden) >= 256, name
+        assert len(positive) >= 6 and positive[-1] / positive[0] >= 1000 * (1 - 1e-9), name  # three decades
+        assert len(v["seeds"]) >= 3, name
+    for name, v in profile.notebooks.items():
+        if "seeds" in v:
+            assert len(v["seeds"]) >= 3, f"{name}: fewer than 3 seeds"
