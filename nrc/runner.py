@@ -9,9 +9,17 @@ environment variables set for the kernel (and restored afterwards):
 * ``NRC_RESULTS_DIR=<out>/results`` -- where notebooks write their key numbers (``nrc.record``);
 * ``NRC_PROFILE=<profile name>``;
 * ``NRC_CACHE_DIR=<repo>/.nrc-cache`` unless already set;
-* ``OMP_NUM_THREADS=1`` (and the BLAS equivalents) for CPU profiles, unless already set;
+* ``OMP_NUM_THREADS`` (and the BLAS equivalents) for CPU profiles: ``--threads``, by default the
+  idle cores (:func:`choose_threads`);
+* ``NRC_TRAIN_LOG=<out>/training/<notebook>.jsonl`` -- where ``ResultStore.train`` counts training
+  seconds and members trained / loaded from the cache (summed into ``status.json``);
 * ``PYTHONPATH`` gets the directory holding the running ``nrc`` package first, so the kernel
   imports the same ``nrc`` as the runner (also from a plain checkout).
+
+A run is resumable: a notebook already ok in ``<out>/status.json`` for the same profile and the
+same source hash (source notebook, ``nrc/*.py``, parameters) is skipped (``--no-resume`` reruns
+all); training resumes through the cache and its checkpoints. Executed copies store papermill's
+paths relative to the repository and carry no absolute repository or home path.
 
 A failing notebook does not stop the run; its executed copy (with the traceback) is kept and
 ``<out>/status.json`` marks it failed. ``status.json`` records the provenance of the build: profile,
