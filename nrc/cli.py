@@ -207,6 +207,8 @@ def run_reproduce_checked(args) -> int:
 
     from .runner import run_reproduce
 
+    if not getattr(args, "list", False):
+        check_writable(args.out, "--out")  # before any notebook runs (ConfigError: exit 2)
     _STATE.update(command="reproduce", out=Path(args.out).absolute(), args=args,
                   t0=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return run_reproduce(args)

@@ -189,6 +189,16 @@ def test_unknown_flag_is_one_line(capsys):
     assert "unrecognized arguments: --dropout" in _one_line_error(capsys)
 
 
+def test_reproduce_unwritable_out_stops_before_any_notebook(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["reproduce", "--profile", "smoke", "--notebooks", str(REPO / "notebooks"),
+                 "--out", str(blocker / "out")]) == 2
+    line = _one_line_error(capsys)
+    assert line.startswith("nrc reproduce: error: --out = ") and "not a folder" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_book_outside_the_repository(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["book"]) == 2
