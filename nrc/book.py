@@ -853,9 +853,61 @@ def _page_context(app, pagename, templatename, context, doctree):
                 button["url"] = url.replace(EXECUTED + "/", "notebooks/")
 
 
+# Sections of the restatement (the paper chapter, book/paper/) that docstrings cite as "SPEC x.y",
+# with the link text the book shows.
+_SPEC_LABELS = {
+    "1": ("setting", "paper-setting"), "1.1": ("setting", "paper-setting"),
+    "1.2": ("setting and notation", "paper-setting"), "2": ("definitions", "paper-definitions"),
+    "2.1": ("class means and residuals", "paper-definitions"), "2.2": ("TCV", "paper-tcv"),
+    "2.3": ("NC1", "paper-nc-metrics"), "2.4": ("distance to rank K", "paper-rank-distance"),
+    "2.5": ("terms of v2 and v3", "paper-terms"), "3": ("Theorem A and its lemmas", "paper-theorem-a"),
+    "3.0": ("the abstracts' claims", "paper-abstracts"), "3.1": ("Theorem A", "paper-theorem-a"),
+    "3.2": ("Corollary A1", "paper-corollary-a1"), "3.3": ("Lemma A2", "paper-lemma-a2"),
+    "3.4": ("Lemma A3", "paper-lemma-a3"), "3.5": ("Lemma A4", "paper-lemma-a4"),
+    "3.6": ("results beyond Theorem A", "paper-dnc1-optimality"),
+    "3.6-B": ("optimality of DNC1", "paper-dnc1-optimality"), "3.6-C": ("no loss barrier", "paper-no-barrier"),
+    "3.6-D": ("singular-value forecast", "paper-forecast"),
+    "3.7": ("what the theory notebooks verify", "paper-numerical-checks"),
+    "4": ("experiments", "paper-experiments"), "4.4": ("first numerical check", "paper-sanity-check"),
+    "4.5": ("our design", "paper-design"), "5": ("limits", "paper-limitations"),
+    "6": ("the claims", "paper-claims"), "7": ("citation", "paper-citation"),
+}
+
+
+def spec_links(text: str) -> str:
+    """Replace "SPEC 2.4", "SPEC section 3.6-C", "SPEC 1.2, 4.5" in reST by links into the paper chapter."""
+    import re
+
+    one = r"\d(?:\.\d)?(?:[- ]?[BCD]\b)?"
+    pattern = re.compile(rf"\bSPEC\s+(?:sections?[\s-]*)?({one}(?:(?:,\s*|\s+and\s+)(?:{one}|[BCD]\b))*)")
+
+    def link(key: str) -> str:
+        key = key.replace(" ", "-")
+        found = _SPEC_LABELS.get(key) or _SPEC_LABELS.get(key.split("-")[0]) or _SPEC_LABELS[key[0]]
+        return f":ref:`{found[0]} <{found[1]}>`"
+
+    def links(m) -> str:
+        keys, base = [], None
+        for part in re.split(r",\s*|\s+and\s+", m.group(1)):
+            if part in ("B", "C", "D") and base:  # "3.6 B, C, D"
+                part = f"{base}-{part}"
+            base = part.replace(" ", "-").split("-")[0]
+            keys.append(part)
+        return ", ".join(link(k) for k in keys)
+
+    text = pattern.sub(links, text)
+    return text.replace("the spec's", "the paper chapter's").replace("of the spec)", "of the paper chapter)")
+
+
+def _docstring_links(app, what, name, obj, options, lines):
+    """autodoc: docstrings cite the restatement by section; the book links the chapter instead."""
+    lines[:] = [spec_links(line) for line in lines]
+
+
 def setup(app):
     """Sphinx extension entry point (see ``_config.yml``)."""
     app.connect("html-page-context", _page_context, priority=600)
+    app.connect("autodoc-process-docstring", _docstring_links)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
 
 

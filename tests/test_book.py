@@ -363,6 +363,19 @@ def test_figures_are_not_numbered_across_the_book(site):
     assert not numbered, f"pages with numbered captions: {numbered}"
 
 
+def test_no_page_cites_the_spec(site):
+    """References to the restatement point into the paper chapter, never to "SPEC section ..."."""
+    bad = []
+    for page in _pages(site):
+        text = re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf8", errors="replace"))
+        for m in re.finditer(r"\bSPEC\b|\b(in|the) spec\b|SPEC\.md", text):
+            bad.append(f"{page.relative_to(site)}: ...{text[max(0, m.start() - 40):m.end() + 40]}...")
+    assert not bad, "pages that cite the spec instead of linking the paper chapter:\n" + "\n".join(bad[:20])
+    theorems = (site / "book" / "paper" / "theorems.html").read_text(encoding="utf8")
+    for label in ("paper-theorem-a", "paper-corollary-a1", "paper-lemma-a2", "paper-lemma-a3", "paper-lemma-a4"):
+        assert f'id="{label}"' in theorems, f"the paper chapter lost the link target {label}"
+
+
 def test_book_refuses_failed_or_missing_notebooks(tmp_path):
     """`nrc book` stops before jupyter-book when a notebook failed, is missing, or shows an error."""
     from nrc.book import build_book, check_executed
