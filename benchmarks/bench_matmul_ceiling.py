@@ -119,9 +119,28 @@ def summarize(rows):
     return out
 
 
+def markdown(report) -> str:
+    """The measurement as a Markdown fragment (included by book/performance.md)."""
+    env = report["environment"]
+    loads = [r["load_before"] for r in report["rows"]] + [r["load_after"] for r in report["rows"]]
+    lines = [f"Measured {env['time']} on {env['device']}, torch {env['versions'].get('torch')}, commit "
+             f"`{str(env['commit'])[:10]}`: {report['members']} stacked members, widths "
+             f"{'-'.join(str(w) for w in report['widths'])}, batch {report['batch']}, "
+             f"{report['rows'][0]['steps']} SGD steps per timing ({report['step_gflop']:.2f} GFLOP of matrix "
+             f"products per step); 1-minute load average between {min(loads):.1f} and {max(loads):.1f} "
+             f"(the machine was shared with other jobs). Command: `{report['command']}`.", "",
+             "| threads | trainer GFLOP/s (best) | matmuls alone GFLOP/s (best) | ratio, wall (median, range) "
+             "| ratio, CPU time (median) |", "| ---: | ---: | ---: | ---: | ---: |"]
+    for t, s in report["summary"].items():
+        lines.append(f"| {t} | {s['best_trainer_gflops']:.1f} | {s['best_matmul_gflops']:.1f} | "
+                     f"{s['median_ratio']:.2f} ({s['min_ratio']:.2f}-{s['max_ratio']:.2f}) | "
+                     f"{s['median_cpu_ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--members", type=int, default=18, help="stacked members M (default 18: 6 lambdas x 3 seeds)")
+    p.add_argument("--members", type=int, default=21, help="stacked members M (default 21: full E1, 7 lambdas x 3 seeds)")
     p.add_argument("--widths", default="784,256,256,256,10", help="comma-separated widths")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--samples", type=int, default=5120, help="training samples (steps/epoch = samples // batch)")
@@ -157,7 +176,8 @@ def main(argv=None):
               f"best matmuls {s['best_matmul_gflops']:.1f} GFLOP/s")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"wrote {a.out}")
+    a.out.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {a.out} and {a.out.with_suffix('.md')}")
     return 0
 
 

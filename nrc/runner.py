@@ -52,6 +52,8 @@ __all__ = ["reproduce", "RunReport", "NotebookRun", "main_reproduce", "add_repro
            "run_reproduce", "choose_threads", "STATUS_FILE", "TRAIN_LOG_ENV", "VERSION_PACKAGES"]
 
 STATUS_FILE = "status.json"
+#: Markdown fragment with the run's timings, next to status.json (book/performance.md includes it).
+SUMMARY_FILE = "run_summary.md"
 #: Environment variable naming the JSON-lines file ResultStore.train appends its counts to.
 TRAIN_LOG_ENV = "NRC_TRAIN_LOG"
 VERSION_PACKAGES = ("torch", "numpy", "scipy", "pandas", "matplotlib", "papermill", "nrc")
@@ -406,6 +408,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
                       total_seconds=round(sum(float(e.get("seconds") or 0) for e in merged), 2),
                       notebooks=merged)
         _write_json(status_path, status)
+        _write_summary(out_dir / SUMMARY_FILE, status)
 
     t0 = time.perf_counter()
     log(f"nrc reproduce: profile {profile.name!r} ({profile.description or 'no description'}), "
@@ -452,6 +455,25 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     write_status(_now())
     log(_summary(report))
     return report
+
+
+def _write_summary(path: Path, status: dict) -> None:
+    """A Markdown fragment of the run's timings (included by the book's performance page)."""
+    rows = ["| notebook | wall s | training s | members trained | members from the cache | |",
+            "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for e in status["notebooks"]:
+        note = ("earlier part of the run" if e.get("skipped") else "") + ("" if e.get("ok") else " FAILED")
+        rows.append(f"| {e['name']} | {float(e.get('seconds') or 0):.1f} | {float(e.get('train_seconds') or 0):.1f} "
+                    f"| {e.get('members_trained', '')} | {e.get('members_loaded', '')} | {note.strip()} |")
+    n_ok = sum(1 for e in status["notebooks"] if e.get("ok"))
+    head = (f"Profile `{status['profile']}`: {n_ok} of {len(status['notebooks'])} notebooks ok, "
+            f"{float(status['total_seconds']):.0f} s ({float(status['total_seconds']) / 60:.1f} min) of notebook "
+            f"wall time in all; device {status['device']}, {status.get('threads')} thread(s), load average "
+            f"{status.get('load_average')} at the start; commit `{str(status.get('commit'))[:10]}`"
+            + ("" if status.get("finished") else "; **the run has not finished**") + ".")
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(head + "\n\n" + "\n".join(rows) + "\n")
+    os.replace(tmp, path)
 
 
 def _merge_entries(kept: list[dict], new: list[dict], order: list[str]) -> list[dict]:
