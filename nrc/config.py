@@ -261,7 +261,7 @@ def load_config_file(path) -> dict:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"--config {path}: expected a mapping of option: value (e.g. 'epochs: 50'), "
-                          f"got a {type(loaded).__name__} ({_short(loaded)})")
+                          f"got {_short(loaded)} ({type(loaded).__name__})")
     out = {}
     for k, v in loaded.items():
         key = str(k).replace("-", "_")
