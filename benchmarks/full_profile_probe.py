@@ -15,6 +15,7 @@ is read or written), and reports
 Usage::
 
     python benchmarks/full_profile_probe.py --every 7 --datasets mnist,fashion-mnist
+    python benchmarks/full_profile_probe.py --from-cache .nrc-cache   # after the full run: all members
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def main(argv=None):
     p.add_argument("--datasets", default=None, help="comma-separated (default: E1's datasets)")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--from-cache", type=Path, default=None, metavar="DIR",
+                   help="after a full run: read every member of the grid from this ResultStore cache "
+                        "(no training; fails if a member is missing) and report the plateau of all")
     p.add_argument("--out", type=Path, default=Path("benchmarks/full_profile_probe.json"))
     a = p.parse_args(argv)
     if a.every < 1:
@@ -57,7 +61,7 @@ def main(argv=None):
     epochs = a.epochs or int(e1["epochs"])
     datasets = a.datasets.split(",") if a.datasets else list(e1["datasets"])
     members = setups.members(e1["weight_decays"], e1["seeds"])
-    subset = members[::a.every]
+    subset = members if a.from_cache is not None else members[::a.every]
     config = setups.train_config(e1["loss"], epochs=epochs, batch_size=e1["batch_size"], lr=e1["lr"],
                                  refine_steps=e1["refine_steps"], momentum=e1["momentum"])
     report = {"profile": a.profile, "epochs": epochs, "members_total": len(members), "members_probed": subset,
@@ -66,7 +70,15 @@ def main(argv=None):
         data = setups.load_data(ds, per_class=e1["per_class"], test_per_class=0)
         arch = nrc.Architecture(tuple(e1["widths"]), activation="relu", bias=e1["bias"])
         t0, c0 = time.perf_counter(), time.process_time()
-        sweep = nrc.train(arch, data, subset, config, device="cpu", progress=False)
+        if a.from_cache is not None:
+            store = nrc.ResultStore(a.from_cache)
+            if not all(store.cached(arch, config, data, members)):
+                print(f"full_profile_probe: {ds}: not every member is in {a.from_cache}; run the profile first",
+                      file=sys.stderr)
+                return 2
+            sweep = store.train(arch, data, members, config, device="cpu", progress=False)
+        else:
+            sweep = nrc.train(arch, data, subset, config, device="cpu", progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         loss = sweep.history["loss"]  # (epochs, M)
         per_epoch = sweep.seconds / epochs

@@ -298,7 +298,7 @@ def _training_counts(path: Path) -> dict:
 
 def _relativize(nb_path: Path, repo: Path) -> None:
     """Store papermill's input/output paths relative to the repository, and strip machine paths
-    (the repository's absolute path, the home directory) from outputs, so a committed executed
+    (the cache and data folders, the repository's absolute path, the home directory) from outputs, so a committed executed
     notebook carries no absolute path, user or host name of the machine that ran it."""
     import nbformat
 
@@ -309,7 +309,9 @@ def _relativize(nb_path: Path, repo: Path) -> None:
             meta[key] = os.path.relpath(Path(meta[key]).resolve(), repo.resolve())
     meta.pop("environment_variables", None)
     text = nbformat.writes(nb)
-    for prefix, repl in ((str(repo.resolve()), "."), (str(Path.home()), "~")):
+    prefixes = [(os.environ.get(v, ""), f"${v}") for v in ("NRC_CACHE_DIR", "NRC_DATA")]
+    prefixes += [(str(repo.resolve()), "."), (str(Path.home()), "~")]
+    for prefix, repl in sorted(prefixes, key=lambda pr: -len(pr[0])):  # longest first
         if prefix not in ("", "/"):
             text = text.replace(json.dumps(prefix)[1:-1], repl)
     tmp = nb_path.with_suffix(".ipynb.tmp")

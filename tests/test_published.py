@@ -9,6 +9,7 @@ when the folder outgrows 20 MB. They skip while no run has been committed.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def test_committed_code_matches_source(path):
 
 def _forbidden() -> list[str]:
     out = [str(REPO), str(Path.home()) + "/", "/home/", "/root/"]
+    out += [os.environ[v] for v in ("NRC_DATA", "NRC_CACHE_DIR") if len(os.environ.get(v, "")) > 1]
     host = socket.gethostname()
     if len(host) >= 4 and host not in ("localhost",):
         out.append(host)
