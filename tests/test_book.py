@@ -81,7 +81,13 @@ LAYOUT_JS = r"""
   const MIN_FIG = %(min_fig)d, MAX_LINES = %(max_lines)d;
   const out = {tex: [], truncated: [], overflow: [], narrow: [], code_lines_before_figure: 0,
                first_figure: false, width: window.innerWidth};
-  const visible = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  // folded content (a closed <details>, a toggled-off block) is not visible, whatever its box says
+  const visible = (el) => {
+    for (let a = el; a; a = a.parentElement)
+      if (a.tagName === "DETAILS" && !a.open && a !== el && !(el.closest("summary"))) return false;
+    if (el.checkVisibility && !el.checkVisibility({visibilityProperty: true, contentVisibilityAuto: true})) return false;
+    const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0;
+  };
   const snippet = (t) => t.replace(/\s+/g, " ").trim().slice(0, 80);
   const article = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
 
