@@ -128,7 +128,9 @@ def markdown(report) -> str:
              f"{'-'.join(str(w) for w in report['widths'])}, batch {report['batch']}, "
              f"{report['rows'][0]['steps']} SGD steps per timing ({report['step_gflop']:.2f} GFLOP of matrix "
              f"products per step); 1-minute load average between {min(loads):.1f} and {max(loads):.1f} "
-             f"(the machine was shared with other jobs). Command: `{report['command']}`.", "",
+             + ("(the machine was otherwise nearly idle)" if max(loads) < 0.75 * report["cpu_count"] + 0.5
+               else "(the machine was shared with other jobs: timings are noisy)")
+             + f". Command: `{report['command']}`.", "",
              "| threads | trainer GFLOP/s (best) | matmuls alone GFLOP/s (best) | ratio, wall (median, range) "
              "| ratio, CPU time (median) |", "| ---: | ---: | ---: | ---: | ---: |"]
     for t, s in report["summary"].items():
