@@ -721,7 +721,7 @@ def stage_sources(root, executed_dir, dest) -> Path:
     ignore = shutil.ignore_patterns(Path(EXECUTED).name, GENERATED, "executed", "__pycache__", "*.pyc")
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(root / name, dest / name)
-    for name in ("book", "nrc", "notebooks"):
+    for name in ("book", "nrc", "notebooks", "benchmarks"):  # benchmarks: fragments the pages include
         if (root / name).is_dir():
             shutil.copytree(root / name, dest / name, ignore=ignore)
     (dest / EXECUTED).symlink_to(Path(executed_dir).resolve(), target_is_directory=True)

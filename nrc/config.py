@@ -528,7 +528,7 @@ def typed_parameters(namespace: dict) -> dict:
     right after the parameters cell, as plain assignments and without checking them. This reads
     the declarations (``name: type = default``) of the parameters cell from the kernel's input
     history (``In``; ``__annotations__`` outside IPython), coerces every declared parameter in
-    ``namespace`` in place with :func:`coerce_parameter` (``-p weight_decays "[0.01, 0.1]"``,
+    ``namespace`` in place with :func:`nrc.config.coerce_parameter` (``-p weight_decays "[0.01, 0.1]"``,
     ``-p rank_tol 1e-3``, ``-p seeds 0`` all work), and fails on a name papermill injected that
     the notebook does not declare (papermill itself only warns).
 
@@ -539,7 +539,7 @@ def typed_parameters(namespace: dict) -> dict:
 
     Raises
     ------
-    ConfigError
+    nrc.config.ConfigError
         One line: the parameter, its type and the ``-y`` form to use; or the unknown name and the
         declared ones.
     """
