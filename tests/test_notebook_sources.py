@@ -48,3 +48,16 @@ def test_source_notebook_is_stripped_and_offline(path):
 def test_profiles_cover_every_notebook(name):
     profile = load_profile(name, notebooks_dir=REPO / "notebooks")
     assert set(profile.notebooks) == {p.stem for p in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(path):
+    """papermill's own parser (``--help-notebook``, type inference) drops a line holding two '='."""
+    from papermill.translators import PythonTranslator
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)  # cell sources as strings, as papermill reads them
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    seen = {p.name for p in PythonTranslator.inspect(cell)}
+    assert seen == set(notebook_parameters(path)), f"{path.name}: papermill cannot parse {set(notebook_parameters(path)) - seen}"
