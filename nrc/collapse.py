@@ -160,11 +160,8 @@ def nc1(Z, labels, num_classes: int, *, rtol: float = 1e-12):
     ValueError
         NaN/inf in ``Z``, ``num_classes < 2``, or a class without samples.
     """
-    Z, labels = _prep(Z, labels, num_classes, min_classes=2)
-    means, counts = class_means(Z, labels, num_classes)
+    Z, labels, means, C = _centred_means(Z, labels, num_classes, "nc1")
     R = Z - one_hot(labels, num_classes) @ means
-    _require_all_classes(counts, "nc1")
-    C = means - Z.mean(-2, keepdim=True)  # (..., K, d)
     gram = C @ C.transpose(-1, -2)  # (..., K, K)
     evals, U = torch.linalg.eigh(gram)
     keep = evals > rtol * evals.amax(-1, keepdim=True)
@@ -174,12 +171,20 @@ def nc1(Z, labels, num_classes: int, *, rtol: float = 1e-12):
     return torch.where(keep.any(-1), value, torch.full_like(value, float("nan")))
 
 
-def _require_all_classes(counts: torch.Tensor, what: str) -> None:
+def _centred_means(Z, labels, num_classes: int, what: str):
+    """Checked inputs, class means and class means minus the global mean, shape (..., K, d).
+
+    The NC metrics compare class means, so every class must have a sample (``what`` names the
+    metric in the error).
+    """
+    Z, labels = _prep(Z, labels, num_classes, min_classes=2)
+    means, counts = class_means(Z, labels, num_classes)
     empty = (counts == 0)
     if bool(empty.any()):
         missing = sorted({int(k) for k in torch.nonzero(empty)[:, -1].tolist()})
         raise ValueError(f"{what} needs every class to have at least one sample; labels has none of "
                          f"class(es) {missing}")
+    return Z, labels, means, means - Z.mean(-2, keepdim=True)
 
 
 def nc2(Z, labels, num_classes: int) -> dict[str, torch.Tensor]:
@@ -199,10 +204,7 @@ def nc2(Z, labels, num_classes: int) -> dict[str, torch.Tensor]:
     ValueError
         NaN/inf in ``Z``, ``num_classes < 2``, or a class without samples.
     """
-    Z, labels = _prep(Z, labels, num_classes, min_classes=2)
-    means, counts = class_means(Z, labels, num_classes)
-    _require_all_classes(counts, "nc2")
-    C = means - Z.mean(-2, keepdim=True)
+    Z, labels, _, C = _centred_means(Z, labels, num_classes, "nc2")
     norms = C.norm(dim=-1)
     cos = (C @ C.transpose(-1, -2)) / (norms.unsqueeze(-1) * norms.unsqueeze(-2))
     K = num_classes
