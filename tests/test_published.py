@@ -82,3 +82,19 @@ def test_papermill_paths_are_relative(path):
 def test_published_run_is_at_most_20_mb():
     size = sum(p.stat().st_size for p in PUBLISHED.rglob("*") if p.is_file())
     assert size <= 20 * 2**20, f"book/published holds {size / 2**20:.1f} MB (limit 20 MB)"
+
+
+def test_readme_quotes_the_measured_ratio_and_wall_time():
+    """The README's performance sentence quotes the numbers the benchmark and the run recorded."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    bench = json.loads((REPO / "benchmarks" / "matmul_ceiling.json").read_text())["summary"]
+    status = json.loads((PUBLISHED / "status.json").read_text())
+    ratio = re.search(r"reaches \*\*([0-9.]+)\*\* of the speed", readme)
+    ratio2 = re.search(r"\(([0-9.]+) with two\)", readme)
+    minutes = re.search(r"took \*\*([0-9]+) min\*\* of wall time", readme)
+    assert ratio and ratio2 and minutes, "README lost its performance sentence"
+    assert ratio.group(1) == f"{bench['1']['median_ratio']:.2f}"
+    assert ratio2.group(1) == f"{bench['2']['median_ratio']:.2f}"
+    assert int(minutes.group(1)) == round(status["total_seconds"] / 60)
