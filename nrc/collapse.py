@@ -255,22 +255,26 @@ def kmeans(Z, num_clusters: int, *, seed: int = 0, iters: int = 100, n_init: int
         raise ValueError(f"num_clusters must be an integer in [2, {N}] (N = number of rows of Z), "
                          f"got {num_clusters!r}")
     gen = torch.Generator().manual_seed(seed)
+    zz = (Z * Z).sum(1, keepdim=True)
+
+    def sq_dist(C):  # (N, k) squared distances by one matrix product (cdist is ~3x slower here)
+        return (zz - 2.0 * (Z @ C.T) + (C * C).sum(1)).clamp_min(0.0)
+
     best, best_cost = None, float("inf")
     for _ in range(n_init):
         first = int(torch.randint(N, (1,), generator=gen))
         centers = [Z[first]]
         for _ in range(1, num_clusters):
-            d2 = torch.cdist(Z, torch.stack(centers)).amin(1) ** 2
+            d2 = sq_dist(torch.stack(centers)).amin(1)
             prob = (d2 / d2.sum()).cpu() if d2.sum() > 0 else torch.full((N,), 1.0 / N)
             centers.append(Z[int(torch.multinomial(prob, 1, generator=gen))])
         C = torch.stack(centers)
         for _ in range(iters):
-            assign = torch.cdist(Z, C).argmin(1)
-            newC = C.clone()
-            for k in range(num_clusters):
-                members = assign == k
-                if members.any():
-                    newC[k] = Z[members].mean(0)
+            assign = sq_dist(C).argmin(1)
+            onehot = torch.nn.functional.one_hot(assign, num_clusters).to(Z.dtype)
+            counts = onehot.sum(0)
+            # an empty cluster keeps its centre (it is filled after the loop)
+            newC = torch.where(counts[:, None] > 0, (onehot.T @ Z) / counts.clamp_min(1.0)[:, None], C)
             if torch.equal(newC, C):
                 break
             C = newC

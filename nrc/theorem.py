@@ -160,7 +160,13 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset):
         for i in range(lam.shape[0]):
             ui, di = U[i], delta[i]
             li = float(lam[i])
-            labels = _partition(ui, yy[i], K, partition, seed)
+            if j == 0 and x.ndim == 2 and partition != "labels":
+                # every member sees the same inputs: partition them once per chunk
+                if i == 0:
+                    labels0 = _partition(ui, yy[i], K, partition, seed)
+                labels = labels0
+            else:
+                labels = _partition(ui, yy[i], K, partition, seed)
             R = collapse.within_class(ui, labels, K)
             cross = float((di.T @ R).norm())
             dnorm = float(di.norm())
