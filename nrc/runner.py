@@ -56,6 +56,23 @@ STATUS_FILE = "status.json"
 SUMMARY_FILE = "run_summary.md"
 #: Environment variable naming the JSON-lines file ResultStore.train appends its counts to.
 TRAIN_LOG_ENV = "NRC_TRAIN_LOG"
+
+
+def _kernel_manager(log_path: Path):
+    """A kernel manager whose kernel writes its stderr to ``log_path``, not the user's terminal.
+
+    A kernel left behind by Ctrl-C otherwise prints its own shutdown traceback (ZMQError) and
+    start-up warnings under the runner's one-line message; cell errors still reach the notebook.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw):
+            cmd, kw = await super()._async_pre_start_kernel(**kw)
+            kw["stderr"] = open(log_path, "ab")  # noqa: SIM115 - the kernel process owns it
+            return cmd, kw
+
+    return QuietKernelManager
 VERSION_PACKAGES = ("torch", "numpy", "scipy", "pandas", "matplotlib", "papermill", "nrc")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -436,7 +453,8 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
             try:
                 with _environ({TRAIN_LOG_ENV: str(train_log)}):
                     pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel,
-                                        cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout)
+                                        cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout,
+                                        kernel_manager_class=_kernel_manager(train_logs / f"{name}.kernel.log"))
             except Exception as e:  # noqa: BLE001 - record any failure and go on with the next notebook
                 error, details = _error_text(e)
             seconds = time.perf_counter() - start

@@ -348,6 +348,7 @@ def test_ctrl_c_in_reproduce_mid_notebook_then_rerun_completes(tmp_path):
     nrc_lines = [ln for ln in err.splitlines() if ln.startswith("nrc")]
     assert nrc_lines == [nrc_lines[-1]] and "nrc reproduce: interrupted while running b_slow" in nrc_lines[-1], err
     assert "(1 of 2 notebooks finished" in nrc_lines[-1] and "run the same command again" in nrc_lines[-1]
+    assert "Traceback" not in err and "Error" not in err.replace(nrc_lines[-1], ""), err  # no kernel noise
     status = json.loads((out / "status.json").read_text())
     assert [(e["name"], e["ok"]) for e in status["notebooks"]] == [("a_quick", True)]
     assert status["finished"] is None
