@@ -269,7 +269,7 @@ def _fmt_seconds(s) -> str:
         s = float(s)
     except (TypeError, ValueError):
         return "?"
-    return f"{s:.1f}" if s < 600 else f"{s:.0f} ({s / 60:.1f} min)"
+    return f"{s:.1f} s" if s < 600 else f"{s:.0f} s ({s / 60:.1f} min)"
 
 
 def _provenance(status: dict | None, result: dict | None = None, name: str | None = None) -> dict:
@@ -312,7 +312,7 @@ def _build_info_page(status: dict | None, names: list[str]) -> str:
         f"* Device: {_md(prov['device'])}",
         f"* Commit: {_code(_commit_text(prov))}",
         f"* Run started: {_md(status.get('started', 'unknown'))}; "
-        f"{ok} of {len(names)} notebooks ran without error, in {_fmt_seconds(status.get('total_seconds'))} s",
+        f"{ok} of {len(names)} notebooks ran without error, in {_fmt_seconds(status.get('total_seconds'))}",
     ]
     others = sorted({str(r.get("profile")) for r in rows.values()
                      if r.get("profile") and r.get("profile") != prov["profile"]})
@@ -345,7 +345,7 @@ def _status_page(status: dict | None, names: list[str], executed_dir: Path) -> s
         f"* Commit: {_code(_commit_text(prov))}",
         f"* Python: {_md(status.get('python', 'unknown'))}",
         f"* Started: {_md(status.get('started', 'unknown'))}",
-        f"* Total time: {_fmt_seconds(status.get('total_seconds'))} s"
+        f"* Total time: {_fmt_seconds(status.get('total_seconds'))}"
         + (f", with {status['threads']} threads" if status.get("threads") else "")
         + (f" (load average {status['load_average']:.2f} at the start)"
            if isinstance(status.get("load_average"), (int, float)) else ""),
@@ -368,7 +368,7 @@ def _status_page(status: dict | None, names: list[str], executed_dir: Path) -> s
         ok = ("yes" if r.get("ok") else "**no**") + (" (reused)" if r.get("skipped") else "")
         rows.append([link, _md(r.get("profile", prov["profile"])), _fmt_seconds(r.get("seconds")), train,
                      cache, ok, _md(err[-1]) if err else ""])
-    out.append(_list_table(["Notebook", "Profile", "Seconds", "Training s", "Members from cache", "OK", "Error"],
+    out.append(_list_table(["Notebook", "Profile", "Wall time", "Training", "Members from cache", "OK", "Error"],
                            rows, name="status-table"))
     versions = status.get("versions") or {}
     if versions:
