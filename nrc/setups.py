@@ -11,12 +11,14 @@ E1's trained members for every ``(weight_decay, seed)`` they have in common.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from .data import Dataset, load_dataset, make_gaussian_mixture
 from .models import Architecture
 from .train import TrainConfig, grid
 
-__all__ = ["load_data", "architecture", "members", "train_config", "train_and_analyze", "scale_text"]
+__all__ = ["load_data", "architecture", "members", "train_config", "train_and_analyze", "scale_text",
+           "theorem_sweep", "TheoremSweep"]
 
 
 def load_data(dataset: str = "synthetic", *, num_classes: int = 4, dim: int = 10, per_class: int = 30,
@@ -163,3 +165,66 @@ def train_and_analyze(store, arch: Architecture, data: Dataset, members: list[di
     shapes = {name: (d_out, d_in) for name, d_out, d_in in arch.sites()}
     sites["trivial"] = [min(shapes[s]) <= data.num_classes for s in sites["site"]]
     return sites, member_table, seconds, str(used)
+
+
+@dataclass
+class TheoremSweep:
+    """What :func:`theorem_sweep` built, trained and measured (the set-up of T2, T3 and T4)."""
+
+    data: Dataset
+    arch: Architecture
+    members: list[dict]
+    store: object
+    sites: object
+    member_table: object
+    seconds: float
+    device: str | None
+    scale: str
+
+
+def theorem_sweep(*, dataset: str, num_classes: int, dim: int, per_class: int, spread: float, data_seed: int,
+                  hidden: Sequence[int], activation: str, bias: bool, losses: Sequence[str],
+                  weight_decays: Sequence[float], seeds: Sequence[int], epochs: int, batch_size: int,
+                  lr: float, refine_steps: int, device: str) -> TheoremSweep:
+    """Check the parameters of a Theorem A notebook, then build, train (or load) and measure its sweep.
+
+    T2, T3 and T4 share this set-up (and so their cache keys): the data of :func:`load_data`, the
+    bias-free (or not) MLP of :func:`architecture`, one cached sweep per loss over
+    ``weight_decays x seeds`` (:func:`train_and_analyze`).
+
+    Raises
+    ------
+    ValueError
+        A parameter outside its range (the message names it): ``device`` not auto/cpu/cuda, an
+        unknown activation or loss, an empty grid or a ``lambda <= 0`` (the bound divides by
+        lambda), non-positive widths, ``refine_steps < 0``.
+    """
+    from .models import ACTIVATIONS
+    from .results import ResultStore
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if not weight_decays or any(float(w) <= 0 for w in weight_decays):
+        raise ValueError("weight_decays must be a non-empty list of positive numbers (the bound divides by lambda)")
+    if not seeds:
+        raise ValueError("seeds must be non-empty")
+    if not losses or any(l not in ("mse", "ce") for l in losses):
+        raise ValueError(f"losses must be a non-empty list of 'mse' and/or 'ce', got {losses}")
+    if not hidden or any(int(h) < 1 for h in hidden):
+        raise ValueError("hidden must be a non-empty list of positive widths")
+    if refine_steps < 0:
+        raise ValueError("refine_steps must be >= 0")
+    dev = None if device == "auto" else device
+    data = load_data(dataset, num_classes=num_classes, dim=dim, per_class=per_class, spread=spread,
+                     data_seed=data_seed)
+    arch = architecture(data, hidden, activation=activation, bias=bias)
+    grid_members = members(weight_decays, seeds)
+    store = ResultStore()
+    sites, member_table, seconds, used = train_and_analyze(
+        store, arch, data, grid_members, losses, epochs=epochs, batch_size=batch_size, lr=lr,
+        refine_steps=refine_steps, device=dev)
+    scale = scale_text(data, arch.widths, members=len(grid_members) * len(losses), epochs=epochs, seeds=seeds,
+                       device=used, seconds=seconds, extra=f"losses {', '.join(losses)}, {refine_steps} L-BFGS steps")
+    return TheoremSweep(data, arch, grid_members, store, sites, member_table, seconds, dev, scale)
