@@ -53,16 +53,23 @@ def _data_fingerprint(d: Dataset) -> str:
     return h.hexdigest()[:20]
 
 
-def _git_commit() -> tuple[str, bool]:
-    root = Path(__file__).resolve().parents[1]
+def git_state(root=None) -> tuple[str, bool | None]:
+    """(commit, dirty) of the repository holding ``root`` (default: nrc's checkout).
+
+    ``dirty`` says whether tracked files other than ``book/`` (pages and committed runs, which a
+    run itself rewrites) differ from the commit; ``("unknown", None)`` outside a repository.
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-        return commit or "unknown", dirty
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        commit = r.stdout.strip()
+        if r.returncode != 0 or not commit:
+            return "unknown", None
+        s = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no",
+                            "--", ".", ":(exclude)book"], cwd=root, capture_output=True, text=True, timeout=30)
+        return commit, (bool(s.stdout.strip()) if s.returncode == 0 else None)
     except (OSError, subprocess.SubprocessError):
-        return "unknown", False
+        return "unknown", None
 
 
 def _device_name() -> str:
@@ -85,7 +92,7 @@ def environment() -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = "not installed"
-    commit, dirty = _git_commit()
+    commit, dirty = git_state()
     return {"device": _device_name(), "python": sys.version.split()[0], "platform": platform.platform(),
             "versions": versions, "commit": commit, "dirty": dirty,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}

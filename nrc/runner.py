@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Callable
 
 from .profiles import Profile, ProfileError, load_profile, notebook_parameters, validate_profile
+from .results import git_state
 
 __all__ = ["reproduce", "RunReport", "NotebookRun", "main_reproduce", "add_reproduce_arguments",
            "run_reproduce", "choose_threads", "STATUS_FILE", "TRAIN_LOG_ENV", "VERSION_PACKAGES"]
@@ -149,20 +150,6 @@ def _device() -> str:
     except OSError:
         pass
     return f"CPU: {name or 'unknown'} ({os.cpu_count()} cores)"
-
-
-def _git(root: Path) -> tuple[str, bool | None]:
-    """(commit, dirty) of the repository containing ``root``; ("unknown", None) outside one."""
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        commit = r.stdout.strip()
-        if r.returncode != 0 or not commit:
-            return "unknown", None
-        s = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
-                           cwd=root, capture_output=True, text=True, timeout=30)
-        return commit, (bool(s.stdout.strip()) if s.returncode == 0 else None)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", None
 
 
 def _now() -> str:
@@ -392,7 +379,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     out_dir.mkdir(parents=True, exist_ok=True)
     repo = notebooks_dir.parent
     status_path = out_dir / STATUS_FILE
-    commit, dirty = _git(repo)
+    commit, dirty = git_state(repo)
     device = _device()
     if profile.device.startswith("cuda") and device.startswith("CPU"):
         log(f"warning: profile {profile.name!r} asks for device {profile.device!r} but no GPU is visible")

@@ -24,7 +24,8 @@ def _smoke_reusable(out: Path) -> str | None:
     entry's source hash matches the current notebook, package and parameters.
     """
     from nrc.profiles import load_profile, validate_profile
-    from nrc.runner import _git, _parameters, _source_hash
+    from nrc.results import git_state
+    from nrc.runner import _parameters, _source_hash
 
     try:
         status = json.loads((out / "status.json").read_text())
@@ -32,7 +33,7 @@ def _smoke_reusable(out: Path) -> str | None:
         return f"no readable {out / 'status.json'}"
     if status.get("profile") != "smoke":
         return f"{out} holds a run of profile {status.get('profile')!r}, not 'smoke'"
-    commit, _ = _git(REPO)
+    commit, _ = git_state(REPO)
     if status.get("commit") != commit:
         return f"{out} was run at commit {status.get('commit')}, HEAD is {commit}"
     profile = load_profile("smoke", notebooks_dir=REPO / "notebooks")
