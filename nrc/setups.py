@@ -18,7 +18,7 @@ from .models import Architecture
 from .train import TrainConfig, grid
 
 __all__ = ["load_data", "architecture", "members", "train_config", "train_and_analyze", "scale_text",
-           "theorem_sweep", "TheoremSweep"]
+           "theorem_sweep", "TheoremSweep", "check_image_sweep"]
 
 
 def load_data(dataset: str = "synthetic", *, num_classes: int = 4, dim: int = 10, per_class: int = 30,
@@ -228,3 +228,45 @@ def theorem_sweep(*, dataset: str, num_classes: int, dim: int, per_class: int, s
     scale = scale_text(data, arch.widths, members=len(grid_members) * len(losses), epochs=epochs, seeds=seeds,
                        device=used, seconds=seconds, extra=f"losses {', '.join(losses)}, {refine_steps} L-BFGS steps")
     return TheoremSweep(data, arch, grid_members, store, sites, member_table, seconds, dev, scale)
+
+
+def check_image_sweep(*, datasets: Sequence[str], loss: str, device: str, weight_decays: Sequence[float],
+                      seeds: Sequence[int], widths: Sequence[int], per_class: int, refine_steps: int,
+                      min_distinct: int = 2, need_positive: bool = False, residual: bool = False,
+                      dataset_key: str = "datasets") -> str:
+    """Check the parameters shared by the image-data experiments (E1, E3, E6); return the device.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter: a data set other than mnist / fashion-mnist (or repeated), a loss
+        other than ce / mse, a device other than auto / cpu / cuda, fewer than ``min_distinct``
+        weight decays or a negative one, no positive one when ``need_positive`` (the bound divides
+        by lambda), no seeds, widths not ``[784, hidden..., 10]`` (``residual``: at least two equal
+        hidden widths), ``per_class < 1`` or ``refine_steps < 0``.
+    """
+    import torch
+
+    if not datasets or any(d not in ("mnist", "fashion-mnist") for d in datasets) or len(set(datasets)) != len(datasets):
+        raise ValueError(f"{dataset_key} must be 'mnist' or 'fashion-mnist' (a non-empty list of distinct ones "
+                         f"for 'datasets'), got {datasets!r}")
+    if loss not in ("ce", "mse"):
+        raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if not weight_decays or any(float(w) < 0 for w in weight_decays):
+        raise ValueError("weight_decays must be a non-empty list of numbers >= 0")
+    if len(set(float(w) for w in weight_decays)) < min_distinct:
+        raise ValueError(f"weight_decays needs at least {min_distinct} distinct values to see a trend")
+    if need_positive and not any(float(w) > 0 for w in weight_decays):
+        raise ValueError("weight_decays needs at least one lambda > 0 (the bound divides by lambda)")
+    if not seeds:
+        raise ValueError("seeds must be non-empty")
+    if residual and (len(widths) < 4 or widths[0] != 784 or widths[-1] != 10 or len(set(widths[1:-1])) != 1):
+        raise ValueError("widths must be [784, h, h, ..., 10] with at least two equal hidden widths "
+                         f"(one residual block per extra hidden width), got {widths}")
+    if not residual and (len(widths) < 3 or widths[0] != 784 or widths[-1] != 10):
+        raise ValueError(f"widths must be [784, hidden..., 10] with at least one hidden layer, got {widths}")
+    if per_class < 1 or refine_steps < 0:
+        raise ValueError("per_class must be >= 1 and refine_steps >= 0")
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
