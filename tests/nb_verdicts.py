@@ -155,6 +155,16 @@ def _and(*parts):
 
 C, E = "construction", "empirical"
 
+# The rank-against-weight-decay checks E1 and E3 both record (claims 2, 4 and 10).
+_RANK_SWEEP = [
+    Criterion(2, E, lambda v, p: all_negative(v["spearman_dk_rel_by_site"])),
+    Criterion(2, E, lambda v, p: all_negative(v["spearman_rank2_by_site"])),
+    Criterion(2, E, lambda v, p: all_negative(v["spearman_rank3_by_site"])),
+    Criterion(4, C, lambda v, p: _le(v["max_bound_ratio"], 1 + RTOL)),
+    Criterion(10, E, lambda v, p: v["n_nc1_below_input"] == v["n_members"] - v["n_diverged"]),
+    Criterion(10, E, lambda v, p: _finite(v["spearman_nc1_last"]) and v["spearman_nc1_last"] < 0),
+]
+
 CRITERIA: dict[str, list[Criterion]] = {
     "derivation_theorem_a": [
         Criterion(4, C, lambda v, p: _le(v["max_identity_err"], 1e-10)),
@@ -208,12 +218,7 @@ CRITERIA: dict[str, list[Criterion]] = {
         Criterion(15, E, lambda v, p: _extreme_says(v["min_slope"], lambda x: x > 0)),
     ],
     "e1_rank_vs_weight_decay": [
-        Criterion(2, E, lambda v, p: all_negative(v["spearman_dk_rel_by_site"])),
-        Criterion(2, E, lambda v, p: all_negative(v["spearman_rank2_by_site"])),
-        Criterion(2, E, lambda v, p: all_negative(v["spearman_rank3_by_site"])),
-        Criterion(4, C, lambda v, p: _le(v["max_bound_ratio"], 1 + RTOL)),
-        Criterion(10, E, lambda v, p: v["n_nc1_below_input"] == v["n_members"] - v["n_diverged"]),
-        Criterion(10, E, lambda v, p: _finite(v["spearman_nc1_last"]) and v["spearman_nc1_last"] < 0),
+        *_RANK_SWEEP,
         Criterion(14, E, lambda v, p: all_positive(v["spearman_dk_tcv_by_site"]),
                   present=lambda v, p: bool(_numbers(v["spearman_dk_tcv_by_site"]))),
     ],
@@ -227,12 +232,7 @@ CRITERIA: dict[str, list[Criterion]] = {
         Criterion(14, C, lambda v, p: _le(v["max_bound_ratio"], 1 + RTOL)),
     ],
     "e3_residual_networks": [
-        Criterion(2, E, lambda v, p: all_negative(v["spearman_dk_rel_by_site"])),
-        Criterion(2, E, lambda v, p: all_negative(v["spearman_rank2_by_site"])),
-        Criterion(2, E, lambda v, p: all_negative(v["spearman_rank3_by_site"])),
-        Criterion(4, C, lambda v, p: _le(v["max_bound_ratio"], 1 + RTOL)),
-        Criterion(10, E, lambda v, p: v["n_nc1_below_input"] == v["n_members"] - v["n_diverged"]),
-        Criterion(10, E, lambda v, p: _finite(v["spearman_nc1_last"]) and v["spearman_nc1_last"] < 0),
+        *_RANK_SWEEP,
     ],
     "e4_no_loss_barrier": [
         Criterion(12, E, lambda v, p: v["n_cases"] > 0 and _le(v["max_barrier_rel"], v["tolerance"])),
