@@ -1,28 +1,26 @@
 """What a rerun reproduces: the spread between CPU kernel paths against the spread between seeds.
 
-Trains the full profile's shared MNIST sweep (MLP 784-256-256-256-10, ReLU, no bias,
-cross-entropy, 1 000 images per class, SGD momentum 0.9, lr 0.05, cosine, batch 128, 50 epochs,
-weight decays {0, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2} x seeds {0, 1, 2}) once per *kernel
-path*, each in a fresh process without the cache:
+Reruns one notebook of the ``full`` profile (default T2, which trains the shared MNIST sweep:
+MLP 784-256-256-256-10, 7 weight decays x 3 seeds) from an empty cache under other *kernel
+paths* of this machine, and compares every recorded number with a reference run (default the
+published one, ``book/published``):
 
-* ``native``: this CPU's own kernels (AVX-512 here), at the given thread count;
-* ``native-again``: the same again (on one machine at a fixed thread count reruns are bitwise
-  identical: this checks it);
 * ``avx2``: ATen, MKL and oneDNN limited to AVX2 (``ATEN_CPU_CAPABILITY=avx2``,
   ``MKL_ENABLE_INSTRUCTIONS=AVX2``, ``ONEDNN_MAX_CPU_ISA=AVX2``), as on an older CPU;
-* ``1-thread``: native kernels on one thread (another reduction order).
+* ``1-thread``: this CPU's own kernels on one thread instead of two (another reduction order);
+* ``again``: the reference's settings once more (bitwise equal when the reference was made on
+  this machine at the same thread count).
 
-It then compares, per member, the recorded numbers of each path with ``native`` (largest
-relative change), sets that beside the spread between seeds at equal lambda, and evaluates the
-registry's claim-2 and claim-14 checks (``nrc.verdicts``) on every path: a verdict that flips
-between kernel paths is inconclusive.
+Per kernel path it reports the largest and the median relative change of each per-member number
+(``results/<notebook>/sites.csv`` and ``members.csv``), beside the spread between seeds at equal
+weight decay in the reference, and the verdict of every registry check (re-evaluated from the
+records' inputs with ``nrc.verdicts``). A verdict that flips between kernel paths is inconclusive.
 
-    python benchmarks/kernel_paths.py --out runs/kernel_paths            # ~4 x 2 min on 2 cores
-    python benchmarks/kernel_paths.py --out runs/kernel_paths --epochs 5  # a quick look
+    python benchmarks/kernel_paths.py --out runs/kernel_paths                  # avx2 and 1-thread, ~3 min each
+    python benchmarks/kernel_paths.py --out runs/kernel_paths --paths again    # the bitwise check
 
-Writes ``<out>/<path>/sites.csv``, ``members.csv``, ``<out>/kernel_paths.json`` and
-``<out>/kernel_paths.md``. ``--update-committed`` also copies the JSON and the table to
-``benchmarks/`` (the book's *What a rerun reproduces* reads them).
+Writes ``<out>/<path>/`` (the rerun), ``<out>/kernel_paths.json`` and ``<out>/kernel_paths.md``;
+``--update-committed`` also copies those two files into ``benchmarks/`` (the book reads them).
 """
 from __future__ import annotations
 
@@ -32,143 +30,139 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-LAMBDAS = [0.0, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
-SEEDS = [0, 1, 2]
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-#: Recorded per-member numbers compared across paths.
-SITE_COLS = ["dK_rel", "frob", "rank_1e-2", "rank_1e-3", "bound", "nc1"]
-MEMBER_COLS = ["train_loss", "test_acc"]
+PATHS = {"avx2": (AVX2, 2), "1-thread": ({}, 1), "again": ({}, 2)}
+#: Per-member numbers compared across paths: columns of sites.csv / members.csv when present.
+SITE_COLS = ["dK", "dK_rel", "frob", "rank_1e-2", "rank_1e-3", "bound", "nc1", "stationarity"]
+MEMBER_COLS = ["train_loss", "train_acc", "test_acc"]
+KEYS = ["weight_decay", "seed", "loss"]
 
 
-def _paths(threads: int) -> dict[str, tuple[dict, int]]:
-    return {"native": ({}, threads), "native-again": ({}, threads), "avx2": (AVX2, threads),
-            "1-thread": ({}, 1)}
+def _rel(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.abs(new - old) / np.abs(old)
+    r[new == old] = 0.0
+    return r
 
 
-def _train_one(out: Path, epochs: int, threads: int) -> None:
-    """Child process: train the sweep with this process's kernels, write sites/members CSVs."""
-    import torch
-
-    import nrc
-    from nrc import setups
-
-    torch.set_num_threads(threads)
-    data = setups.load_data("mnist", per_class=1000, test_per_class=None)
-    arch = setups.architecture(data, [256, 256, 256])
-    config = setups.train_config("ce", epochs=epochs, batch_size=128, lr=0.05)
-    sweep = nrc.train(arch, data, setups.members(LAMBDAS, SEEDS), config, progress=False)
-    an = nrc.analyze(sweep, data)
-    out.mkdir(parents=True, exist_ok=True)
-    an.sites.to_csv(out / "sites.csv", index=False)
-    an.members.to_csv(out / "members.csv", index=False)
-    (out / "env.json").write_text(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
-                                              "threads": torch.get_num_threads(), "seconds": sweep.seconds,
-                                              **nrc.environment()}, default=str, indent=1))
+def _table(run: Path, notebook: str, name: str) -> pd.DataFrame | None:
+    p = run / "results" / notebook / f"{name}.csv"
+    return pd.read_csv(p) if p.exists() else None
 
 
-def _rel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
-
-
-def _verdicts(sites: pd.DataFrame) -> dict[str, str]:
-    """The registry's claim-2 and claim-14 verdicts on one path's sites table."""
-    from nrc import verdicts
-
-    hidden = ["W2", "W3"]
-    rows2 = [{"site": r.site, "seed": int(r.seed), "x": float(r.weight_decay), "y": float(r.dK_rel)}
-             for r in sites.itertuples()]
-    pos = sites[sites["weight_decay"] > 0]
-    rows14 = [{"site": r.site, "seed": int(r.seed), "x": float(r.bound / r.frob), "y": float(r.dK_rel)}
-              for r in pos.itertuples()]
+def _seed_spread(df: pd.DataFrame, cols: list[str], by: list[str]) -> dict[str, float]:
+    """Median over (lambda, site) of (max - min) / |mean| over the seeds."""
     out = {}
-    for cid, rows in (("e1.claim2", rows2), ("e1.scale_free", rows14)):
-        ev = verdicts.evaluate_one(cid, {"rows": rows, "scored": hidden})
-        out[cid] = f"{ev['verdict']}: {ev['measured']}"
+    for c in cols:
+        if c in df:
+            g = df[df["weight_decay"] > 0].groupby(by)[c]
+            out[c] = float(((g.max() - g.min()) / g.mean().abs()).replace([np.inf], np.nan).median())
     return out
 
 
-def compare(out: Path) -> dict:
-    """Per path: largest relative change against ``native``, the seed spread, the verdicts."""
-    keys = ["weight_decay", "seed"]
-    base_s = pd.read_csv(out / "native" / "sites.csv")
-    base_m = pd.read_csv(out / "native" / "members.csv")
-    # spread between seeds at equal lambda: (max - min) / |mean| over the seeds, largest over lambda and site
-    seed_spread = {}
-    for col in SITE_COLS:
-        g = base_s.groupby(["weight_decay", "site"])[col]
-        seed_spread[col] = float(((g.max() - g.min()) / g.mean().abs().clip(lower=1e-300)).median())
-    for col in MEMBER_COLS:
-        g = base_m.groupby("weight_decay")[col]
-        seed_spread[col] = float(((g.max() - g.min()) / g.mean().abs().clip(lower=1e-300)).median())
-    result = {"seed_spread_median": seed_spread, "paths": {}}
-    for path in sorted(p.name for p in out.iterdir() if (p / "sites.csv").exists()):
-        s = pd.read_csv(out / path / "sites.csv").merge(base_s, on=keys + ["site"], suffixes=("", "_base"))
-        m = pd.read_csv(out / path / "members.csv").merge(base_m, on=keys, suffixes=("", "_base"))
-        change = {c: float(_rel(s[c].to_numpy(float), s[c + "_base"].to_numpy(float)).max()) for c in SITE_COLS}
-        change.update({c: float(_rel(m[c].to_numpy(float), m[c + "_base"].to_numpy(float)).max())
-                       for c in MEMBER_COLS})
-        median = {c: float(np.median(_rel(s[c].to_numpy(float), s[c + "_base"].to_numpy(float))))
-                  for c in SITE_COLS}
-        bitwise = bool(all((s[c] == s[c + "_base"]).all() for c in SITE_COLS)
-                       and all((m[c] == m[c + "_base"]).all() for c in MEMBER_COLS))
-        env = json.loads((out / path / "env.json").read_text())
-        result["paths"][path] = {"bitwise_equal_to_native": bitwise, "max_rel_change": change,
-                                 "median_rel_change": median, "verdicts": _verdicts(pd.read_csv(out / path / "sites.csv")),
-                                 "capability": env["capability"], "threads": env["threads"],
-                                 "seconds": env["seconds"], "device": env.get("device"),
-                                 "commit": env.get("git_commit") or env.get("commit")}
-    flips = {cid for cid in result["paths"]["native"]["verdicts"]
-             if len({p["verdicts"][cid].split(":")[0] for p in result["paths"].values()}) > 1}
-    result["verdicts_that_flip"] = sorted(flips)
+def _changes(new: pd.DataFrame, ref: pd.DataFrame, cols: list[str], on: list[str]) -> tuple[dict, dict, bool]:
+    m = new.merge(ref, on=[k for k in on if k in new and k in ref], suffixes=("", "_ref"))
+    worst, median, bitwise = {}, {}, True
+    for c in cols:
+        if c in new and c in ref:
+            a, b = m[c].to_numpy(float), m[c + "_ref"].to_numpy(float)
+            fin = np.isfinite(a) & np.isfinite(b)
+            r = _rel(a[fin], b[fin])
+            worst[c], median[c] = float(r.max()), float(np.median(r))
+            bitwise &= bool(np.array_equal(a, b, equal_nan=True))
+    return worst, median, bitwise
+
+
+def _verdicts(run: Path, notebook: str) -> dict[str, str]:
+    from nrc import verdicts
+
+    rec = json.loads((run / "results" / f"{notebook}.json").read_text())
+    return {c["id"]: c["verdict"] for c in verdicts.evaluate(notebook, rec["inputs"])}
+
+
+def rerun(path: str, out: Path, notebook: str, profile: str) -> None:
+    env, threads = PATHS[path]
+    dest = out / path
+    with tempfile.TemporaryDirectory(prefix="nrc-kp-cache-") as cache:
+        child = {**os.environ, **env, "NRC_CACHE_DIR": cache, "NRC_PROGRESS": "0"}
+        subprocess.run([sys.executable, "-m", "nrc.cli", "reproduce", "--profile", profile, "--only", notebook,
+                        "--out", str(dest), "--threads", str(threads), "--no-resume"], check=True, env=child,
+                       cwd=REPO)
+
+
+def compare(out: Path, reference: Path, notebook: str) -> dict:
+    ref_s, ref_m = _table(reference, notebook, "sites"), _table(reference, notebook, "members")
+    result = {"notebook": notebook, "reference": str(reference),
+              "reference_status": {k: json.loads((reference / "status.json").read_text()).get(k)
+                                   for k in ("device", "commit", "threads")},
+              "seed_spread_median": {**_seed_spread(ref_s, SITE_COLS, ["weight_decay", "site"]),
+                                     **_seed_spread(ref_m, MEMBER_COLS, ["weight_decay"])},
+              "reference_verdicts": _verdicts(reference, notebook), "paths": {}}
+    for path in PATHS:
+        run = out / path
+        if not (run / "results" / f"{notebook}.json").exists():
+            continue
+        ws, ms, bs = _changes(_table(run, notebook, "sites"), ref_s, SITE_COLS, KEYS + ["site"])
+        wm, mm, bm = _changes(_table(run, notebook, "members"), ref_m, MEMBER_COLS, KEYS)
+        status = json.loads((run / "status.json").read_text())
+        result["paths"][path] = {"env": PATHS[path][0], "threads": PATHS[path][1], "bitwise_equal": bs and bm,
+                                 "max_rel_change": {**ws, **wm}, "median_rel_change": {**ms, **mm},
+                                 "verdicts": _verdicts(run, notebook), "commit": status.get("commit"),
+                                 "device": status.get("device"), "seconds": status.get("run_seconds")}
+    ids = result["reference_verdicts"]
+    result["verdicts_that_flip"] = sorted(i for i in ids if any(p["verdicts"].get(i) != ids[i]
+                                                                 for p in result["paths"].values()))
     return result
 
 
 def table(result: dict) -> str:
-    cols = SITE_COLS + MEMBER_COLS
-    lines = ["| kernel path | bitwise = native | " + " | ".join(f"max rel. change {c}" for c in cols) + " |",
-             "|" + "---|" * (len(cols) + 2)]
+    cols = [c for c in SITE_COLS + MEMBER_COLS if c in result["seed_spread_median"]]
+    head = "| | bitwise equal | " + " | ".join(f"`{c}`" for c in cols) + " |"
+    lines = [f"Largest relative change of each per-member number of `{result['notebook']}` against the "
+             f"reference run ({result['reference_status']['device']}, {result['reference_status']['threads']} "
+             "threads), per kernel path; last row: the spread between seeds at equal $\\lambda$ (median over "
+             "$\\lambda$ and weight matrix of (max - min) / mean).", "", head, "|---|---|" + "---|" * len(cols)]
     for name, p in result["paths"].items():
-        lines.append(f"| {name} ({p['capability']}, {p['threads']} thr.) | {'yes' if p['bitwise_equal_to_native'] else 'no'} | "
-                     + " | ".join(f"{p['max_rel_change'][c]:.2g}" for c in cols) + " |")
-    lines.append("| *seed spread (median over λ)* | | " + " | ".join(f"{result['seed_spread_median'][c]:.2g}"
-                                                               for c in cols) + " |")
-    lines += ["", "| kernel path | " + " | ".join(result["paths"]["native"]["verdicts"]) + " |",
-              "|---|" + "---|" * len(result["paths"]["native"]["verdicts"])]
-    for name, p in result["paths"].items():
-        lines.append(f"| {name} | " + " | ".join(v.replace("|", "/") for v in p["verdicts"].values()) + " |")
+        lines.append(f"| {name} | {'yes' if p['bitwise_equal'] else 'no'} | "
+                     + " | ".join(f"{p['max_rel_change'].get(c, float('nan')):.2g}" for c in cols) + " |")
+    lines.append("| *between seeds* | | " + " | ".join(f"{result['seed_spread_median'][c]:.2g}" for c in cols) + " |")
+    ids = list(result["reference_verdicts"])
+    lines += ["", "| check | reference | " + " | ".join(result["paths"]) + " |",
+              "|---|---|" + "---|" * len(result["paths"])]
+    for i in ids:
+        lines.append(f"| `{i}` | {result['reference_verdicts'][i]} | "
+                     + " | ".join(p["verdicts"].get(i, "") for p in result["paths"].values()) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/kernel_paths", help="output folder (default runs/kernel_paths)")
-    ap.add_argument("--epochs", type=int, default=50, help="SGD epochs (the full profile: 50)")
-    ap.add_argument("--threads", type=int, default=2, help="threads of the native paths (default 2)")
-    ap.add_argument("--only", default="", help="comma-separated paths to (re)train; default: the missing ones")
+    ap.add_argument("--reference", default="book/published", help="the reference run (default book/published)")
+    ap.add_argument("--notebook", default="t2_rank_tcv_bound")
+    ap.add_argument("--profile", default="full")
+    ap.add_argument("--paths", default="avx2,1-thread", help=f"comma-separated, of {', '.join(PATHS)}")
+    ap.add_argument("--compare-only", action="store_true", help="only compare the runs already in --out")
     ap.add_argument("--update-committed", action="store_true", help="also copy the table into benchmarks/")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    out = Path(a.out)
-    if a.child:
-        _train_one(out / a.child, a.epochs, int(os.environ["NRC_KP_THREADS"]))
-        return 0
-    wanted = [p for p in a.only.split(",") if p] or list(_paths(a.threads))
-    for name, (env, threads) in _paths(a.threads).items():
-        if name not in wanted or ((out / name / "sites.csv").exists() and not a.only):
-            continue
-        print(f"training the sweep on kernel path {name} ...", flush=True)
-        child_env = {**os.environ, **env, "NRC_KP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-                     "MKL_NUM_THREADS": str(threads), "NRC_PROGRESS": "0"}
-        subprocess.run([sys.executable, __file__, "--out", str(out), "--epochs", str(a.epochs), "--child", name],
-                       check=True, env=child_env)
-    result = compare(out)
-    result["epochs"] = a.epochs
+    out, paths = Path(a.out), [p for p in a.paths.split(",") if p]
+    bad = [p for p in paths if p not in PATHS]
+    if bad:
+        print(f"kernel_paths: --paths {bad} unknown; allowed: {', '.join(PATHS)}", file=sys.stderr)
+        return 2
+    if not a.compare_only:
+        for p in paths:
+            print(f"rerunning {a.notebook} on kernel path {p} ...", flush=True)
+            rerun(p, out, a.notebook, a.profile)
+    result = compare(out, Path(a.reference), a.notebook)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "kernel_paths.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "kernel_paths.md").write_text(table(result))
     print(table(result))

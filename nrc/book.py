@@ -111,8 +111,11 @@ def check_executed(executed_dir=EXECUTED, names=None, root=".") -> list[str]:
     """Every reason the executed notebooks cannot make a book; empty when they can."""
     ex = Path(executed_dir)
     names = list(names) if names is not None else toc_notebooks(root)
-    hint = (f"run `nrc reproduce --profile full --out {EXECUTED}`, or build from your own run with "
-            "`nrc book --executed DIR`")
+    # Never suggest writing into the committed run: a user's own run goes to its own folder.
+    committed = ex.resolve() == (Path(root) / EXECUTED).resolve()
+    hint = ((f"restore the committed run with `git checkout -- {EXECUTED}`" if committed else
+             f"fill it with `nrc reproduce --profile smoke --out {executed_dir}` (or --profile full)")
+            + ", or build from another run folder with `nrc book --executed DIR`")
     if not ex.is_dir():
         return [f"no executed notebooks: {ex} does not exist; {hint}"]
     problems = []
@@ -122,7 +125,8 @@ def check_executed(executed_dir=EXECUTED, names=None, root=".") -> list[str]:
     else:
         if "finished" in status and not status.get("finished"):
             problems.append(f"{ex / 'status.json'}: the run did not finish (no 'finished' time); "
-                            "rerun `nrc reproduce`")
+                            + (hint if committed else f"rerun `nrc reproduce --profile "
+                               f"{status.get('profile', 'smoke')} --out {executed_dir}` to finish it"))
         for row in status.get("notebooks", []):
             if not row.get("ok", False):
                 err = str(row.get("error") or "no error message").strip().splitlines()
@@ -357,7 +361,8 @@ def _status_page(status: dict | None, names: list[str], executed_dir: Path) -> s
     rows = []
     for name in names + [n for n in rows_by_name if n not in names]:
         r = rows_by_name.get(name)
-        link = _doc(name) if name in names else _md(name)
+        # the notebook's own title (its first heading), not its file name
+        link = _doc(name, plain_text(notebook_title(executed_dir / f"{name}.ipynb") or name)) if name in names else _md(name)
         if r is None:
             rows.append([link, "", "", "", "", "not recorded", "not in status.json (kept from an earlier run?)"])
             continue
@@ -432,8 +437,17 @@ def _load_claims(book_dir: Path) -> list[dict]:
 
 
 _VERDICT_BADGE = {"pass": ("pass", "pass"), "differs": ("differs", "differs"),
+                  "inconclusive": ("inconclusive", "inconclusive"), "reported": ("reported", "reported"),
                   "context": ("context", "context"), "not checked": ("not checked", "unchecked")}
-_KIND_TEXT = {"empirical": "empirical", "construction": "by construction", "context": "context"}
+
+
+def _norm_check(c: dict) -> dict:
+    """A recorded check in the current format, statement and measured as MyST (old records escaped)."""
+    from .report import normalise_check
+
+    return normalise_check(c)
+_KIND_TEXT = {"empirical": "empirical", "construction": "by construction", "method": "our method",
+              "context": "context"}
 
 
 def _badge(verdict: str, text: str | None = None) -> str:
@@ -475,32 +489,67 @@ def _claim_checks(results: dict[str, dict], names: list[str]) -> dict[int, list[
 def score_claims(claims: list[dict], results: dict[str, dict], names: list[str]) -> list[dict]:
     """One row per claim: its verdict and the check that decides it.
 
-    The verdict is ``context`` for a claim listed for context only, ``not checked`` when no
-    notebook recorded a check for it, ``differs`` when any of its checks did not pass, else
-    ``pass``. The deciding check is the first one that did not pass, else the first recorded one
-    (a check may name itself with ``"decides": true``).
+    The aggregation is :func:`nrc.verdicts.claim_verdicts`, the one the tests prove: a claim's
+    verdict comes from its deciding checks (empirical and construction): ``differs`` if any
+    differs, else ``inconclusive`` if any is, else ``pass``; convergence checks are listed apart
+    and never decide; a claim tested only by a method of ours (``method`` checks) takes their
+    verdict, labelled as such; ``context`` claims are never tested; a claim with no check is
+    ``not checked``. Old records (``passed``) count as empirical checks.
     """
-    checks = _claim_checks(results, names)
-    rows = []
+    from . import verdicts
+
+    order = {n: i for i, n in enumerate(names)}
+    normalised = {}
+    for nb in sorted(results, key=lambda n: order.get(n, len(order))):
+        checks = []
+        for c in results[nb].get("checks", []) or []:
+            try:
+                int(c.get("claim"))
+            except (TypeError, ValueError):
+                continue
+            c = _norm_check(c)
+            c["kind"] = c.get("kind") or "empirical"
+            checks.append(c)
+        normalised[nb] = {"checks": checks}
     for cl in claims:
-        n = int(cl["claim"])
-        found = checks.get(n, [])
-        kind = _claim_kind(cl)
-        failed = [(nb, c) for nb, c in found if not c.get("passed")]
-        if kind == "context":
-            verdict, deciding = "context", None
-        elif not found:
-            verdict, deciding = "not checked", None
-        elif failed:
-            verdict, deciding = "differs", failed[0]
-        else:
-            verdict = "pass"
-            deciding = next(((nb, c) for nb, c in found if c.get("decides")), found[0])
+        _claim_kind(cl)  # refuses a typo before anything is scored
+    rows = []
+    for cl, agg in zip(claims, verdicts.claim_verdicts(normalised, claims)):
+        kind = "method" if agg["by_method"] else _claim_kind(cl)
+        found = agg["checks"]
         pages = list(dict.fromkeys(nb for nb, _ in found)) or [
             nb for nb in (cl.get("notebooks") or []) if nb in names]
-        rows.append({"claim": n, "claim_def": cl, "kind": kind, "verdict": verdict,
-                     "deciding": deciding, "checks": found, "pages": pages})
+        rows.append({"claim": agg["claim"], "claim_def": cl, "kind": kind, "verdict": agg["verdict"],
+                     "deciding": agg["deciding"], "checks": found, "pages": pages,
+                     "convergence": agg["convergence"]})
     return rows
+
+
+def changed_criteria_section(results: dict[str, dict], names: list[str], root: Path) -> list[str]:
+    """The scorecard's list of criteria changed since the first full run, from
+    :func:`nrc.verdicts.changed_criteria` and ``book/criteria_baseline.json``."""
+    from . import verdicts
+
+    base = _read_json(root / "book" / "criteria_baseline.json")
+    if not base:
+        return []
+    rows = verdicts.changed_criteria(results, base)
+    out = ["## Changed criteria", "",
+           f"Every criterion that changed since the first full run (commit `{base['commit']}`), with its old rule "
+           "and verdict, the new rule and verdict, and the reason from the theory. Checks whose rule did not "
+           "change are carried over under their new names; none of the first run's checks was dropped.", ""]
+    for r in rows:
+        old = "; ".join(f"{_badge(o['verdict'])} {_md(o['what'])} ({_md(o['measured'])}, "
+                        f"{_page_link(o['notebook'], names)})" for o in r["old"])
+        new = "; ".join(f"{_badge(n['verdict']) if n['verdict'] in _VERDICT_BADGE else n['verdict']} "
+                        f"`{n['id']}`" + (f" ({n['measured']})" if n["measured"] else "") for n in r["new"])
+        out += [f"````{{admonition}} Claim {r['claim']}: " + ", ".join(sorted({_short_name(o['notebook'])
+                                                                              for o in r['old']})),
+                ":class: dropdown", "",
+                f"* **Old rule:** {r['old_rule']}", f"* **Old verdicts:** {old}",
+                f"* **New rule:** {r['new_rule']}", f"* **New verdicts:** {new}",
+                f"* **Why:** {r['reason']}", "````", ""]
+    return out
 
 
 def verdict_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
@@ -514,16 +563,19 @@ def verdict_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
 def _counts_sentence(counts: dict[str, dict[str, int]]) -> str:
     """The verdict counts as three short lines of badges (MyST with inline HTML)."""
     def badges(d: dict[str, int]) -> str:
-        keys = [k for k in ("pass", "differs", "not checked") if d.get(k)]
+        keys = [k for k in ("pass", "differs", "inconclusive", "reported", "not checked") if d.get(k)]
         return " ".join(_badge(k, f"{d[k]} {k}") for k in keys) or "none"
-    emp, con = counts["empirical"], counts["construction"]
+    emp, con, met = counts["empirical"], counts["construction"], counts.get("method", {})
     n_emp, n_con, n_ctx = sum(emp.values()), sum(con.values()), sum(counts["context"].values())
-    return "\n".join([
+    lines = [
         f"* **Empirical claims** ({n_emp}, could have come out otherwise): {badges(emp)}",
         f"* **Hold by construction** ({n_con}, identities and bounds with every term measured; "
         f"a check tests the code): {badges(con)}",
-        f"* **Context only** ({n_ctx}): not tested",
-    ])
+    ]
+    if met:
+        lines.append(f"* **Tested with a method of ours** ({sum(met.values())}, the paper's method was not "
+                     f"available): {badges(met)}")
+    return "\n".join(lines + [f"* **Context only** ({n_ctx}): not tested"])
 
 
 def _page_link(nb: str, names: list[str]) -> str:
@@ -531,7 +583,7 @@ def _page_link(nb: str, names: list[str]) -> str:
 
 
 def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[str],
-                    status: dict | None) -> str:
+                    status: dict | None, root: Path | None = None) -> str:
     rows = score_claims(claims, results, names)
     counts = verdict_counts(rows)
     prov = _provenance(status)
@@ -539,7 +591,7 @@ def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[st
     for r in rows:
         cl = r["claim_def"]
         if r["deciding"] is not None:
-            deciding = _md(r["deciding"][1].get("measured", ""))
+            deciding = " ".join(str(r["deciding"][1].get("measured", "")).split())
             if len(r["pages"]) > 1:
                 deciding += f" ({_short_name(r['deciding'][0])})"
         elif r["verdict"] == "context":
@@ -565,9 +617,9 @@ def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[st
         if r["checks"]:
             body += [f"Checks recorded by this build ({len(r['checks'])}):", ""]
             for nb, c in r["checks"]:
-                mark = "pass" if c.get("passed") else "**differs**"
-                body.append(f"* {mark}, {_page_link(nb, names)}: {_md(c.get('what', ''))}. "
-                            f"Measured: {_md(c.get('measured', ''))}")
+                mark = _badge(c["verdict"])
+                body.append(f"* {mark} {_page_link(nb, names)}: {' '.join(str(c.get('statement', '')).split())}. "
+                            f"Measured: {' '.join(str(c.get('measured', '')).split())}")
         elif r["verdict"] == "not checked":
             planned = ", ".join(cl.get("notebooks") or []) or "no notebook"
             body.append(f"No notebook of this build recorded a check for it (planned in: {_md(planned)}).")
@@ -592,6 +644,17 @@ def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[st
            "## Details", "",
            "Every check of every claim, folded; open one to read what was measured and where.", ""]
     out += details
+    conv = [(r["claim"], nb, c) for r in rows for nb, c in r.get("convergence", [])]
+    if conv:
+        out += ["## Optimiser convergence", "",
+                "Whether training reached the points a claim is about. These checks never decide a claim: "
+                "where the optimiser falls short, the claim's own check says *inconclusive*.", ""]
+        out += [f"* {_badge(c['verdict'])} Claim {n}, {_page_link(nb, names)}: "
+                f"{' '.join(str(c.get('statement', '')).split())}. Measured: {' '.join(str(c.get('measured', '')).split())}"
+                for n, nb, c in conv]
+        out.append("")
+    if root is not None:
+        out += changed_criteria_section(results, names, Path(root))
     return "\n".join(out) + "\n"
 
 
@@ -636,10 +699,21 @@ def _headline_page(claims: list[dict], results: dict[str, dict], names: list[str
     glued = _glued_names(e1)
     src = f"/{EXECUTED}/{HEADLINE_NOTEBOOK}.ipynb"
     out = []
-    counts = verdict_counts(score_claims(claims, results, names))
+    scored = score_claims(claims, results, names)
+    counts = verdict_counts(scored)
     prov = _provenance(status)
     verdicts = [f"**Verdicts of this build** (profile **{_md(prov['profile'])}**; one row per claim in the "
                 "{doc}`/book/generated/scorecard`):", "", _counts_sentence(counts), ""]
+    open_rows = [r for r in scored if r["verdict"] in ("differs", "inconclusive")]
+    if open_rows:
+        verdicts += ["Where the evidence differs from the claim or cannot decide:", ""]
+        for r in open_rows:
+            nb, c = r["deciding"]
+            short = " ".join(str(r["claim_def"].get("short") or r["claim_def"]["statement"]).split())
+            label = " (our method)" if r["kind"] == "method" else ""
+            verdicts.append(f"* {_badge(r['verdict'])} [Claim {r['claim']}](#scorecard-claim-{r['claim']}){label}, "
+                            f"{short}: {' '.join(str(c.get('measured', '')).split())} ({_page_link(nb, names)}).")
+        verdicts.append("")
     if "e1_headline" in glued:
         out += ["```{glue} e1_headline", f":doc: {src}", "```", ""]
         caption = (f"{{glue:text}}`{src}::e1_headline_caption:s`" if "e1_headline_caption" in glued else
@@ -650,7 +724,12 @@ def _headline_page(claims: list[dict], results: dict[str, dict], names: list[str
         if "e1_headline_result" in glued:
             out += [f"{{glue:text}}`{src}::e1_headline_result:s`", ""]
         if "e1_scale" in glued:
-            out += [f"Scale of the E1 run: {{glue:text}}`{src}::e1_scale:s`", ""]
+            try:
+                scale = _glue_value(json.loads(e1.read_text(encoding="utf8")), "e1_scale")
+            except (OSError, ValueError):
+                scale = None
+            if isinstance(scale, str):  # a short definition list, not a run-on sentence
+                out += [scale_html(scale, "Scale of the E1 run"), ""]
     else:
         out += ["```{warning}",
                 f"The headline figure is missing: the executed {HEADLINE_NOTEBOOK} notebook of this "
@@ -658,12 +737,171 @@ def _headline_page(claims: list[dict], results: dict[str, dict], names: list[str
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------------------------
+# the performance page
+
+_PHASES = ("startup", "data", "training", "analysis", "figures", "other")
+_PHASE_TEXT = {"startup": "kernel start-up", "data": "data", "training": "training", "analysis": "analysis",
+               "figures": "figures", "other": "other",
+               "rest": "everything else (kernel start-up, data, analysis, figures)"}
+
+
+def _svg_figure(fig, path: Path) -> None:
+    """Save ``fig`` as SVG with text kept as text and no timestamp (so the file changes only with the data)."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+
+
+def _perf_rc() -> dict:
+    from .report import FONT_SIZE
+
+    return {"svg.fonttype": "none", "font.size": FONT_SIZE, "axes.labelsize": FONT_SIZE,
+            "xtick.labelsize": FONT_SIZE, "ytick.labelsize": FONT_SIZE, "legend.fontsize": FONT_SIZE,
+            "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100}
+
+
+def _time_phases(entry: dict) -> dict[str, float]:
+    """Seconds per phase of one notebook of ``status.json``: its ``phases`` when recorded, else
+    training and the rest of its wall time."""
+    phases = entry.get("phases")
+    if isinstance(phases, dict) and phases:
+        return {k: float(phases.get(k) or 0.0) for k in _PHASES}
+    total = float(entry.get("seconds") or 0.0)
+    train = min(float(entry.get("train_seconds") or 0.0), total)
+    return {"training": train, "rest": total - train}
+
+
+def _performance_page(status: dict | None, names: list[str], executed_dir: Path, root: Path,
+                      gen: Path) -> str:
+    """The performance page's measured part: where the run's time goes, and the trainer's speed.
+
+    Every number comes from ``status.json`` of the run and ``benchmarks/matmul_ceiling.json``;
+    the two figures are drawn here, as SVG, into ``gen``.
+    """
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    out: list[str] = []
+    st = status or {}
+    rows = {r.get("name"): r for r in st.get("notebooks", []) if isinstance(r, dict)}
+    order = [n for n in names if n in rows]
+    prov = _provenance(status)
+    # ---- where the time goes
+    out += ["## Where the full run's time goes", ""]
+    if not order:
+        out += ["No `status.json` with per-notebook times was found for this build.", ""]
+    else:
+        phases = {n: _time_phases(rows[n]) for n in order}
+        keys = [k for k in (_PHASES + ("rest",)) if any(p.get(k, 0) > 0 for p in phases.values())]
+        total = sum(sum(p.values()) for p in phases.values())
+        by_phase = {k: sum(p.get(k, 0.0) for p in phases.values()) for k in keys}
+        longest = sorted(order, key=lambda n: -sum(phases[n].values()))[:3]
+        with matplotlib.rc_context(_perf_rc()):
+            fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(order) + 1.4), layout="constrained")
+            colours = dict(zip(keys, plt.get_cmap("tab10").colors if len(keys) > 2 else ["#1f6f8b", "#b9c6cf"]))
+            left = [0.0] * len(order)
+            labels = [_short_name(n) for n in order]
+            for k in keys:
+                vals = [phases[n].get(k, 0.0) for n in order]
+                ax.barh(labels, vals, left=left, color=colours[k], label=_PHASE_TEXT[k], height=0.7)
+                left = [a + b for a, b in zip(left, vals)]
+            ax.invert_yaxis()
+            ax.set_xlabel("seconds (wall time of the notebook's papermill run)")
+            ax.grid(axis="x", alpha=0.3)
+            fig.legend(loc="outside lower center", ncols=min(3, len(keys)), frameon=False)
+            _svg_figure(fig, gen / "performance_time.svg")
+        shares = ", ".join(f"{_PHASE_TEXT[k]} {100 * v / total:.0f} %" for k, v in by_phase.items()) if total else ""
+        out += [f"The run of this build (profile **{_md(prov['profile'])}** on {_md(prov['device'])}, "
+                f"{st.get('threads', '?')} threads, commit {_code(_commit_text(prov))}) spent "
+                f"{_fmt_seconds(total)} in its {len(order)} notebooks: {shares}. The longest are "
+                + ", ".join(f"{_page_link(n, names)} ({_fmt_seconds(sum(phases[n].values()))})" for n in longest)
+                + ".", "",
+                "```{figure} /book/generated/performance_time.svg",
+                ":name: fig-performance-time",
+                f":alt: Horizontal bars, one per notebook, of its wall time split into {', '.join(_PHASE_TEXT[k] for k in keys)}; "
+                f"the longest is {_short_name(longest[0])}.",
+                "",
+                "Wall time of each notebook of the run, split by phase"
+                + ("" if "rest" not in keys else " (this run recorded only the time spent training)") + ".",
+                "```", ""]
+        if "rest" in keys:
+            out += ["Training is the time inside `ResultStore.train`; the rest is kernel start-up, data "
+                    "loading, the analysis and the figures, which this run did not time separately. "
+                    "Members that another notebook had trained already come from the cache.", ""]
+    # ---- the trainer against the bare matrix products
+    bench = _read_json(root / "benchmarks" / "matmul_ceiling.json")
+    out += ["## The stacked trainer against its matrix products alone", ""]
+    if not isinstance(bench, dict) or not bench.get("rows"):
+        out += ["No benchmark (`benchmarks/matmul_ceiling.json`) was found.", ""]
+        return "\n".join(out) + "\n"
+    env = bench.get("environment", {}) or {}
+    rws = bench["rows"]
+    threads = sorted({int(r["threads"]) for r in rws})
+    summ = bench.get("summary", {}) or {}
+    with matplotlib.rc_context(_perf_rc()):
+        fig, ax = plt.subplots(figsize=(7.5, 3.4), layout="constrained")
+        ax.scatter([r["threads"] for r in rws], [r["ratio"] for r in rws], color="#1f6f8b", s=36,
+                   alpha=0.7, label="one timing")
+        med = [summ.get(str(t), {}).get("median_ratio") for t in threads]
+        if all(m is not None for m in med):
+            ax.plot(threads, med, color="#1f6f8b", marker="D", lw=1.6, label="median")
+        ax.axhline(1.0, color="0.3", ls="--", lw=1.2)
+        ax.annotate("the bare products' speed", (threads[0], 1.0), va="bottom", color="0.3")
+        ax.set_xticks(threads)
+        ax.set_xlabel("intra-op threads")
+        ax.set_ylabel("trainer / matrix products")
+        ax.set_ylim(0, 1.1)
+        ax.grid(axis="y", alpha=0.3)
+        fig.legend(loc="outside right center", frameon=False)
+        _svg_figure(fig, gen / "performance_ratio.svg")
+    widths = "-".join(str(w) for w in bench.get("widths", []))
+    per_t = "; ".join(
+        f"{t} thread{'s' if t > 1 else ''}: {summ[str(t)]['median_ratio']:.2f} "
+        f"(range {summ[str(t)]['min_ratio']:.2f} to {summ[str(t)]['max_ratio']:.2f})"
+        for t in threads if str(t) in summ)
+    out += [f"`nrc.train` trains all {bench.get('members', '?')} members of a weight-decay × seed grid as "
+            f"one stacked model (widths {widths}, batch {bench.get('batch', '?')}): each layer is one batched "
+            "matrix product over the members. `benchmarks/bench_matmul_ceiling.py` times the trainer "
+            "against exactly those products alone (no autograd, optimizer or data movement), "
+            "interleaved, and credits both with the same FLOP count: the ratio is the fraction of the "
+            f"bare products' speed the trainer reaches. Median ratio: {per_t}.", "",
+            "```{figure} /book/generated/performance_ratio.svg",
+            ":name: fig-performance-ratio",
+            f":alt: Ratio of the trainer's speed to that of its matrix products alone, against the number of "
+            f"threads ({', '.join(map(str, threads))}); every timing and the median.",
+            "",
+            "The trainer's speed as a fraction of its matrix products alone, per number of threads; "
+            "the dashed line is the products' own speed.",
+            "```", ""]
+    bcommit = str(env.get("commit") or "unknown")
+    same = bcommit[:12] == str(prov["commit"])[:12]
+    where = (f"Measured {_md(env.get('time', ''))} on {_md(env.get('device', 'unknown device'))}, "
+             f"commit {_code(bcommit[:12])}, with `{' '.join(str(bench.get('command', '')).split())}`.")
+    if same:
+        out += [where, ""]
+    else:
+        out += ["```{admonition} Measured at another commit", ":class: warning", "",
+                where + f" The run of this book is at commit {_code(_commit_text(prov))}; the benchmark "
+                "has not been repeated there.", "```", ""]
+    table = root / "benchmarks" / "matmul_ceiling.md"
+    if table.is_file():
+        out += ["```{include} /benchmarks/matmul_ceiling.md", "```", ""]
+    note = st.get("note")
+    if note:  # status.json's note is MyST already (code spans)
+        out += [" ".join(str(note).split()), ""]
+    return "\n".join(out) + "\n"
+
+
 def generate_pages(executed_dir=EXECUTED, book_dir="book", root=None) -> list[Path]:
     """Write the generated pages into ``book/generated/``; return their paths.
 
     ``build_info``, ``status``, ``parameters`` and ``scorecard`` are pages or parts of pages;
-    ``claims_list`` is included by the paper chapter (``book/paper/claims.md``) and ``headline``
-    by the landing page (``book/intro.md``).
+    ``claims_list`` is included by the paper chapter (``book/paper/claims.md``), ``headline``
+    by the landing page (``book/intro.md``) and ``performance`` (with its two SVG figures) by
+    ``book/performance.md``.
 
     Parameters
     ----------
@@ -687,9 +925,10 @@ def generate_pages(executed_dir=EXECUTED, book_dir="book", root=None) -> list[Pa
         "build_info.md": _build_info_page(status, names),
         "status.md": _status_page(status, names, executed_dir),
         "parameters.md": _parameters_page(names, executed_dir, root / "notebooks", status),
-        "scorecard.md": _scorecard_page(claims, results, names, status),
+        "scorecard.md": _scorecard_page(claims, results, names, status, root),
         "claims_list.md": _claims_list_page(claims, names),
         "headline.md": _headline_page(claims, results, names, status, executed_dir),
+        "performance.md": _performance_page(status, names, executed_dir, root, gen),
     }
     written = []
     for fname, text in pages.items():
@@ -701,16 +940,289 @@ def generate_pages(executed_dir=EXECUTED, book_dir="book", root=None) -> list[Pa
 
 
 # --------------------------------------------------------------------------------------------
+# staging: what the reader sees of each executed notebook
+#
+# The book shows the executed notebooks as papermill wrote them, with four changes made on a
+# staged copy (the run folder itself is never modified):
+# * the values the run used are shown as a compact list, and the parameters cell (the defaults)
+#   and papermill's injected cell fold behind one toggle, so no visible cell shows a default the
+#   run did not use;
+# * the "Scale of this run" sentence becomes a short definition list;
+# * verdict tables written by the old renderer are redrawn from the run's record
+#   (``results/NAME.json``) by ``nrc.report.verdict_markdown``; long or wide raw tables fold;
+# * every figure gets alt text from its caption.
+
+def _first_heading(nb: dict) -> str | None:
+    """The first markdown heading of a notebook (its title), without the ``#``."""
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "markdown":
+            continue
+        src = cell.get("source", "")
+        for line in ("".join(src) if isinstance(src, list) else src).splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return None
+
+
+def notebook_title(nb_path) -> str | None:
+    """The title (first heading) of an executed notebook, or None."""
+    try:
+        return _first_heading(json.loads(Path(nb_path).read_text(encoding="utf8")))
+    except (OSError, ValueError):
+        return None
+
+
+_TEX_WORDS = {"lambda": "λ", "rho": "ρ", "sigma": "σ", "Sigma": "Σ", "tau": "τ", "ell": "ℓ", "Delta": "Δ",
+              "mu": "μ", "le": "≤", "leq": "≤", "ge": "≥", "geq": "≥", "dots": "…", "ldots": "…",
+              "times": "×", "top": "ᵀ", "infty": "∞", "approx": "≈", "nabla": "∇", "alpha": "α",
+              "beta": "β", "gamma": "γ", "eta": "η", "theta": "θ", "epsilon": "ε", "varepsilon": "ε"}
+
+
+def plain_text(md: str) -> str:
+    """MyST with inline ``$math$`` as plain readable text (for alt text): λ for ``\\lambda``, ..."""
+    import re
+
+    def math(m):
+        t = m.group(1)
+        t = re.sub(r"\\([A-Za-z]+)", lambda k: _TEX_WORDS.get(k.group(1), "" if k.group(1) in (
+            "mathrm", "operatorname", "text", "mathcal", "mathbb", "left", "right", "big", "Big") else k.group(1)), t)
+        t = t.replace("\\|", "‖").replace("\\,", " ").replace("\\", "")
+        return t.replace("{", "").replace("}", "")
+    s = re.sub(r"\$([^$]+)\$", math, str(md))
+    s = re.sub(r"\{[a-z:]+\}`([^`<]*)[^`]*`", r"\1", s)          # roles: {doc}`text <target>`
+    s = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", s)               # links
+    s = s.replace("**", "").replace("`", "")
+    return " ".join(s.split())
+
+
+def _glue_value(nb: dict, name: str):
+    import ast as _ast
+
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) or []:
+            sb = (out.get("metadata") or {}).get("scrapbook") or {}
+            if sb.get("name") == name:
+                text = (out.get("data") or {}).get("application/papermill.record/text/plain")
+                if text is None:
+                    return None
+                text = "".join(text) if isinstance(text, list) else text
+                try:
+                    return _ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    return text
+    return None
+
+
+def scale_html(text: str, label: str = "Scale of this run") -> str:
+    """The notebooks' scale sentence as a definition list: one line per data set, items separated.
+
+    ``"mnist, N = 10000 training samples, K = 10 classes; widths (...); 21 members ... . fashion-mnist,
+    N = ..."`` becomes ``<dl>`` with the data set in bold and each ``;`` item as its own span.
+    """
+    import re
+
+    parts = re.split(r"(?<=\.)\s+(?=[A-Za-z][\w-]*, N = )", " ".join(str(text).split()))
+    rows = []
+    for part in parts:
+        part = part.strip().rstrip(".")
+        items = [i.strip() for i in part.split(";") if i.strip()]
+        head = ""
+        if items and ", " in items[0]:
+            head, first = items[0].split(", ", 1)
+            items[0] = first
+        spans = "".join(f'<span class="nrc-item">{html.escape(i)}</span>' for i in items)
+        rows.append(f"<dd>{f'<strong>{html.escape(head)}</strong> ' if head else ''}{spans}</dd>")
+    return f'<dl class="nrc-scale"><dt>{html.escape(label)}</dt>{"".join(rows)}</dl>'
+
+
+def params_html(defaults: dict, used: dict, profile: str | None = None) -> str:
+    """The values a run used, as one wrapping line of ``name = value`` (set by the run: marked).
+
+    ``data-run`` carries the values as JSON, for the book's browser test (a visible code cell that
+    assigns another value to one of these names fails it).
+    """
+    values = {k: getattr(p, "default", p) for k, p in defaults.items()}
+    values.update(used)
+    items = []
+    for k, v in values.items():
+        changed = k in used and (k not in defaults or not _same(used[k], getattr(defaults[k], "default", None)))
+        title = (f' title="default: {html.escape(repr(getattr(defaults[k], "default", None)))}"'
+                 if changed and k in defaults else "")
+        cls = "nrc-param nrc-param-set" if changed else "nrc-param"
+        items.append(f'<span class="{cls}"{title}><code>{html.escape(k)}</code> = '
+                     f"<code>{html.escape(repr(v))}</code></span>")
+    run = html.escape(json.dumps(values, default=str, separators=(",", ":")), quote=True)
+    who = f"profile <strong>{html.escape(str(profile))}</strong>" if profile else "this run"
+    return (f'<div class="nrc-params" data-run="{run}"><p class="nrc-params-title"><strong>Parameters of '
+            f"this run</strong> ({who}; <span class=\"nrc-param-set\">marked</span>: set by the run, the "
+            f"rest are the notebook's defaults; the code is in the folded cell below)</p>"
+            f'<p class="nrc-param-list">{" ".join(items)}</p></div>')
+
+
+def _src(cell) -> str:
+    s = cell.get("source", "")
+    return "".join(s) if isinstance(s, list) else s
+
+
+def _old_table_fix(text: str) -> str:
+    """Fold a long or wide ``nrc.report.show_table`` output and give mixed number columns one format."""
+    import re
+
+    from .report import COLUMN_PX, _CELL_PAD_PX, _CHAR_PX, fold_html
+
+    if 'class="nrc-table"' not in text or "nrc-fold" in text:
+        return text
+    cell_re = re.compile(r'(<td id="[^"]*_row(\d+)_col(\d+)"[^>]*>)(.*?)(</td>)', re.S)
+    cols: dict[int, list[str]] = {}
+    for m in cell_re.finditer(text):
+        cols.setdefault(int(m.group(3)), []).append(m.group(4).strip())
+    fixes: dict[int, str] = {}
+    for j, vals in cols.items():
+        nums = [v for v in vals if v not in ("n/a", "nan", "")]
+        try:
+            floats = [float(v) for v in nums]
+        except ValueError:
+            continue
+        has_e = ["e" in v.lower() for v in nums]
+        if floats and any(has_e) and not all(has_e):  # "13.4" above "6.79e+00"
+            fixes[j] = "{:.2e}"  # the cells hold 3 significant digits: shown exactly, none invented
+    if fixes:
+        def sub(m):
+            j = int(m.group(3))
+            v = m.group(4).strip()
+            if j in fixes and v not in ("n/a", "nan", ""):
+                v = fixes[j].format(float(v))
+            return m.group(1) + v + m.group(5)
+        text = cell_re.sub(sub, text)
+        cols = {}
+        for m in cell_re.finditer(text):
+            cols.setdefault(int(m.group(3)), []).append(m.group(4).strip())
+    heads = [re.sub(r"<[^>]+>", "", h).strip() for h in
+             re.findall(r'<th [^>]*class="col_heading[^"]*"[^>]*>(.*?)</th>', text, re.S)]
+    n_rows = len(re.findall(r"<tr>", text.split("<tbody>", 1)[-1]))
+    width = sum(max([len(v) for v in cols.get(j, [])] + [len(h)]) * _CHAR_PX + _CELL_PAD_PX
+                for j, h in enumerate(heads))
+    cap = re.search(r"<p><em>(.*?)</em></p>", text, re.S)
+    caption = html.unescape(re.sub(r"<[^>]+>", "", cap.group(1))) if cap else None
+    return fold_html(text, n_rows=n_rows, n_cols=len(heads), wide=width > COLUMN_PX, caption=caption)
+
+
+def prepare_notebook(nb: dict, record: dict | None = None, profile: str | None = None) -> dict:
+    """The staged copy of an executed notebook: what ran shown, defaults folded, tables fitted.
+
+    Parameters
+    ----------
+    nb : dict
+        The executed notebook (nbformat 4 JSON); not modified.
+    record : dict, optional
+        Its ``results/NAME.json`` record: the verdict table is redrawn from its ``checks`` when the
+        notebook still holds the old table.
+    profile : str, optional
+        The profile named above the parameter values.
+
+    Returns
+    -------
+    dict
+        A new notebook.
+    """
+    import copy
+    import re
+
+    from .report import verdict_html, verdict_markdown
+
+    nb = copy.deepcopy(nb)
+    cells = nb.get("cells", [])
+    used = nb.get("metadata", {}).get("papermill", {}).get("parameters", {}) or {}
+    out_cells = []
+    params_idx = next((i for i, c in enumerate(cells)
+                       if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    injected = next((c for c in cells if "injected-parameters" in c.get("metadata", {}).get("tags", [])), None)
+    heading = None
+    for i, cell in enumerate(cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") == "markdown":
+            src = _src(cell)
+            for line in src.splitlines():
+                if line.startswith("#"):
+                    heading = line.lstrip("#").strip()
+
+            def scale(m):
+                value = _glue_value(nb, m.group(2))
+                return scale_html(value, m.group(1).strip()) if isinstance(value, str) else m.group(0)
+            new = re.sub(r"^\*\*(Scale of this run):\*\*\s*\{glue:text\}`([\w-]+)`[^\n]*$", scale, src, flags=re.M)
+            if new != src:
+                cell["source"] = new
+        if i == params_idx:
+            try:
+                defaults = _parse_parameters_source(_src(cell))
+            except SyntaxError:
+                defaults = {}
+            out_cells.append({"cell_type": "markdown", "id": "nrc-run-parameters", "metadata": {},
+                              "source": params_html(defaults, used, profile)})
+            if injected is not None:
+                inj = _src(injected).replace("# Parameters\n", "", 1)
+                cell["source"] = (_src(cell).rstrip() + "\n\n# The values this run passed (papermill's injected "
+                                  "cell); they override the defaults above.\n" + inj)
+            cell["metadata"]["tags"] = [t for t in tags if t not in ("hide-input", "hide-output")] + ["hide-cell"]
+        elif cell is injected:
+            cell["metadata"]["tags"] = [t for t in tags if t != "hide-input"] + ["remove-cell"]
+        if cell.get("cell_type") == "code":
+            meta = cell.setdefault("metadata", {})
+            has_image = any(k.startswith("image/") for o in cell.get("outputs", []) or [] for k in (o.get("data") or {}))
+            if has_image:
+                fig = (meta.get("mystnb") or {}).get("figure") or {}
+                alt = plain_text(fig.get("caption") or "") or (f"Figure: {plain_text(heading)}" if heading else "Figure")
+                meta.setdefault("mystnb", {}).setdefault("image", {}).setdefault("alt", alt)
+            for out in cell.get("outputs", []) or []:
+                data = out.get("data") or {}
+                h = data.get("text/html")
+                if h is None:
+                    continue
+                h = "".join(h) if isinstance(h, list) else h
+                old_verdicts = ">what</th>" in h and ">verdict</th>" in h and "text/markdown" not in data
+                if old_verdicts and record and record.get("checks"):
+                    out["data"] = {"text/markdown": verdict_markdown(record["checks"]),
+                                   "text/html": verdict_html(record["checks"]),
+                                   "text/plain": "verdicts"}
+                else:
+                    fixed = _old_table_fix(h)
+                    if fixed != h:
+                        data["text/html"] = fixed
+        out_cells.append(cell)
+    nb["cells"] = out_cells
+    return nb
+
+
+def stage_run(executed_dir, dest) -> Path:
+    """Stage a run folder for the book: prepared copies of the notebooks, links to everything else."""
+    executed_dir, dest = Path(executed_dir).resolve(), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    status = load_status(executed_dir) or {}
+    results = load_results(executed_dir)
+    for p in executed_dir.iterdir():
+        target = dest / p.name
+        if p.suffix == ".ipynb":
+            nb = json.loads(p.read_text(encoding="utf8"))
+            rec = results.get(p.stem)
+            profile = (rec or {}).get("profile") or status.get("profile")
+            target.write_text(json.dumps(prepare_notebook(nb, rec, profile), indent=1), encoding="utf8")
+        else:
+            target.symlink_to(p, target_is_directory=p.is_dir())
+    return dest
+
+
+
+# --------------------------------------------------------------------------------------------
 # building
 
 _JB = "import sys; from jupyter_book.cli.main import main; sys.exit(main())"
 
 
 def stage_sources(root, executed_dir, dest) -> Path:
-    """Copy the book's sources into ``dest`` with ``dest/book/published`` linked to ``executed_dir``.
+    """Copy the book's sources into ``dest``, with ``dest/book/published`` staged from ``executed_dir``.
 
-    The table of contents points at ``book/published``; building from another run folder goes
-    through such a staged copy, so the committed run is never touched.
+    The table of contents points at ``book/published``; every build goes through such a staged
+    copy (:func:`stage_run`: prepared notebooks, links to the rest), so no run folder is touched.
     """
     import shutil
 
@@ -721,10 +1233,11 @@ def stage_sources(root, executed_dir, dest) -> Path:
     ignore = shutil.ignore_patterns(Path(EXECUTED).name, GENERATED, "executed", "__pycache__", "*.pyc")
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(root / name, dest / name)
-    for name in ("book", "nrc", "notebooks", "benchmarks"):  # benchmarks: fragments the pages include
+    # benchmarks and profiles: fragments the pages include (benchmark tables, the paper profile)
+    for name in ("book", "nrc", "notebooks", "benchmarks", "profiles"):
         if (root / name).is_dir():
             shutil.copytree(root / name, dest / name, ignore=ignore)
-    (dest / EXECUTED).symlink_to(Path(executed_dir).resolve(), target_is_directory=True)
+    stage_run(executed_dir, dest / EXECUTED)
     return dest
 
 
@@ -738,8 +1251,8 @@ def build_book(root=".", executed_dir=None, strict=True, *, builder="html", quie
         Repository root (holds ``_config.yml`` and ``_toc.yml``).
     executed_dir : path, optional
         Run folder of executed notebooks; default ``<root>/book/published`` (the committed run,
-        which the table of contents points at). Any other folder is built through a staged copy
-        of the sources in ``<root>/_build/staged``.
+        which the table of contents points at). Every build goes through a staged copy of the
+        sources in ``<output_dir>/_build/staged`` (:func:`stage_sources`), so no run folder is modified.
     strict : bool
         Refuse to build when a notebook is missing, failed or holds an error output, and pass
         ``-n -W --keep-going`` (every warning fails the build). ``False`` builds what there is.
@@ -761,9 +1274,7 @@ def build_book(root=".", executed_dir=None, strict=True, *, builder="html", quie
             print(msg, file=sys.stderr)
             return 2
         print(msg.replace("cannot build", "building anyway (strict=False)"), file=sys.stderr)
-    src = root
-    if executed_dir.resolve() != (root / EXECUTED).resolve():
-        src = stage_sources(root, executed_dir, output_dir / STAGED)
+    src = stage_sources(root, executed_dir, output_dir / STAGED)
     generate_pages(executed_dir, src / "book", root=src)
     cmd = [sys.executable, "-c", _JB, "build", str(src), "--path-output", str(output_dir),
            "--builder", builder, "--all"]
@@ -904,8 +1415,50 @@ def _docstring_links(app, what, name, obj, options, lines):
     lines[:] = [spec_links(line) for line in lines]
 
 
+def _image_alt(app, doctree, docname):
+    """Alt text for every image that has none, or only its file path: the figure's caption, or the
+    emphasised caption paragraph that follows it (the landing page's glued headline figure)."""
+    import re
+
+    from docutils import nodes
+
+    def text_of(node) -> str:  # inline math kept as $...$, so plain_text reads it (λ, not \\lambda)
+        if isinstance(node, nodes.math):
+            return f"${node.astext()}$"
+        if isinstance(node, nodes.Text):
+            return node.astext()
+        return "".join(text_of(c) for c in node.children)
+
+    def caption_of(img) -> str | None:
+        node = img
+        for _ in range(4):
+            if node is None:
+                break
+            if isinstance(node, nodes.figure):
+                cap = next(iter(node.findall(nodes.caption)), None)
+                if cap is not None:
+                    return text_of(cap)
+            parent = node.parent
+            if parent is not None:  # the paragraph right after it, opening with an emphasised caption
+                i = parent.index(node)
+                sib = parent.children[i + 1] if i + 1 < len(parent.children) else None
+                if isinstance(sib, nodes.paragraph) and sib.children and isinstance(sib.children[0], nodes.emphasis):
+                    return text_of(sib.children[0])
+            node = parent
+        return None
+
+    for img in doctree.findall(nodes.image):
+        alt = str(img.get("alt", ""))
+        if alt and not re.search(r"\.(png|svg|jpe?g|gif)$", alt, re.I):
+            continue
+        text = caption_of(img)
+        if text:
+            img["alt"] = plain_text(text)[:400]
+
+
 def setup(app):
     """Sphinx extension entry point (see ``_config.yml``)."""
+    app.connect("doctree-resolved", _image_alt)
     app.connect("html-page-context", _page_context, priority=600)
     app.connect("autodoc-process-docstring", _docstring_links)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -9,7 +9,9 @@ Conventions of the book (legible at its content width of about 750 px):
 * weight decay :math:`\\lambda` is coloured with a sequential palette (viridis without its yellow
   end), so it reads on white and in greyscale; :math:`\\lambda = 0` sits at the left end of a
   symlog axis;
-* reference lines (rank :math:`K`, :math:`y = x`) are drawn where they matter.
+* reference lines (rank :math:`K`, :math:`y = x`) are drawn where they matter;
+* legends sit outside the axes (below or right of the panels), never over the data;
+* the book shows figures as SVG with text kept as text (:func:`nrc.report.page_setup`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["lambda_palette", "lambda_axis", "spectra_by_site", "metric_vs", "vs_lambda",
+from .timing import instrument_matplotlib, timed
+
+instrument_matplotlib()  # nrc.timing: figure rendering counts as "figures" in a timed run
+
+__all__ = ["lambda_palette", "lambda_colorbar", "lambda_axis", "spectra_by_site", "metric_vs", "vs_lambda",
            "bound_scatter", "loglog_fit", "WIDTH"]
 
 #: Figure width in inches (at 100 dpi: the book's content width).
@@ -38,6 +44,27 @@ def lambda_palette(values) -> dict:
     return {v: cmap(p) for v, p in zip(vals, pos)}
 
 
+def lambda_colorbar(fig, axes, values, label: str = r"weight decay $\lambda$"):
+    """A discrete colour bar for the sorted distinct ``values`` (coloured by :func:`lambda_palette`).
+
+    Used instead of a legend when a figure has many :math:`\\lambda` values: one bar, ordered like
+    the values, reads better than a list of near-identical swatches. Returns the colour bar.
+    """
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    pal = lambda_palette(values)
+    keys = list(pal)
+    cmap = ListedColormap([pal[k] for k in keys])
+    norm = BoundaryNorm(np.arange(len(keys) + 1) - 0.5, len(keys))
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    cb = fig.colorbar(sm, ax=axes, ticks=np.arange(len(keys)), label=label, fraction=0.05, pad=0.02,
+                      location="right")
+    cb.ax.set_yticklabels([_fmt(k) for k in keys])
+    cb.ax.tick_params(length=0)
+    cb.outline.set_visible(False)
+    return cb
+
+
 def _hue_palette(values) -> dict:
     vals = list(dict.fromkeys(values))
     if all(isinstance(v, (int, float, np.number)) for v in vals):
@@ -47,6 +74,15 @@ def _hue_palette(values) -> dict:
 
 def _sites(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(df.sort_values("layer")["site"])) if "layer" in df else list(dict.fromkeys(df["site"]))
+
+
+def _legend_outside(fig, ax, title=None):
+    """The axes' legend moved out of the plot area (right of it), so it never covers data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, title=title, frameon=False, loc="outside right center")
 
 
 def _log_y(ax):
@@ -73,6 +109,7 @@ def lambda_axis(ax, lams, label: str = r"weight decay $\lambda$"):
     ax.set_xlabel(label)
 
 
+@timed("figures")  # nrc.timing
 def spectra_by_site(spec: pd.DataFrame, *, hue: str = "weight_decay", floor: float = 1e-12,
                     title: str | None = None, col_wrap: int = 2, sites=None):
     """Normalised singular values :math:`s_j/s_1` (log scale) against :math:`j`, one panel per weight matrix.
@@ -100,13 +137,19 @@ def spectra_by_site(spec: pd.DataFrame, *, hue: str = "weight_decay", floor: flo
     for ax in list(axes.flat)[len(sites):]:
         ax.set_visible(False)
     label = r"$\lambda$" if hue == "weight_decay" else hue
-    handles = [plt.Line2D([], [], color=c, lw=2, label=k) for k, c in pal.items()]
-    fig.legend(handles=handles, title=label, loc="outside right center", frameon=False)
+    if pd.api.types.is_numeric_dtype(data[hue]) and len(pal) > 3:
+        # many ordered values: a colour bar, not a column of similar swatches
+        lambda_colorbar(fig, axes.ravel().tolist(), sorted(data[hue].unique()),
+                        label=r"weight decay $\lambda$" if hue == "weight_decay" else hue)
+    else:
+        handles = [plt.Line2D([], [], color=c, lw=2, label=k) for k, c in pal.items()]
+        fig.legend(handles=handles, title=label, loc="outside right center", frameon=False)
     if title:
         fig.suptitle(title)
     return fig
 
 
+@timed("figures")  # nrc.timing
 def metric_vs(df: pd.DataFrame, x: str, y: str, *, by: str = "site", logx: bool = True, logy: bool = True,
               floor: float | None = None, ylabel: str | None = None, xlabel: str | None = None,
               title: str | None = None, ref: float | None = None, ref_label: str | None = None):
@@ -137,12 +180,13 @@ def metric_vs(df: pd.DataFrame, x: str, y: str, *, by: str = "site", logx: bool 
     if xlabel or x != "weight_decay":
         ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
-    ax.legend(title=None if by == "site" else by, frameon=False, loc="best")
+    _legend_outside(fig, ax, title=None if by == "site" else by)
     if title:
         ax.set_title(title)
     return fig
 
 
+@timed("figures")  # nrc.timing
 def vs_lambda(df: pd.DataFrame, metrics, labels, sites, *, logy=True, floor: float = 1e-16,
               site_labels: dict | None = None, refs: dict | None = None, height: float = 3.8):
     """One panel per metric against :math:`\\lambda`: one line per weight matrix (mean over seeds, min-max band).
@@ -186,13 +230,16 @@ def vs_lambda(df: pd.DataFrame, metrics, labels, sites, *, logy=True, floor: flo
                         fontsize=plt.rcParams["legend.fontsize"], color="0.3")
         ax.set_ylabel(label)
     leg = axes[0][-1].get_legend()
-    if leg is not None:
+    if leg is not None:  # one legend for the figure, below the panels: never over a line
         handles, labs = axes[0][-1].get_legend_handles_labels()
         keep = [(h, lb) for h, lb in zip(handles, labs) if lb in names]
-        axes[0][-1].legend([h for h, _ in keep], [lb for _, lb in keep], frameon=False, loc="best")
+        leg.remove()
+        fig.legend([h for h, _ in keep], [lb for _, lb in keep], frameon=False, loc="outside lower center",
+                   ncols=min(len(keep), 4))
     return fig
 
 
+@timed("figures")  # nrc.timing
 def bound_scatter(sites: pd.DataFrame, *, measured: str = "dK", bounds=("bound", "bound_cs", "bound_a2"),
                   floor: float = 1e-14, title: str | None = None, labels: dict | None = None):
     """Measured :math:`d_K^F(W)` against each bound (log-log), with the line :math:`y = x`.
@@ -216,7 +263,7 @@ def bound_scatter(sites: pd.DataFrame, *, measured: str = "dK", bounds=("bound",
         lo = min(long["bound_value"].min(), long["measured"].min())
         hi = max(long["bound_value"].max(), long["measured"].max())
         ax.plot([lo, hi], [lo, hi], color="0.3", ls="--", lw=1.2, label="$y = x$")
-        ax.legend(frameon=False, loc="best")
+        _legend_outside(fig, ax)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("bound")
@@ -226,6 +273,7 @@ def bound_scatter(sites: pd.DataFrame, *, measured: str = "dK", bounds=("bound",
     return fig
 
 
+@timed("figures")  # nrc.timing
 def loglog_fit(df: pd.DataFrame, x: str, y: str, *, hue: str = "site", col: str | None = None,
                xlabel: str | None = None, ylabel: str | None = None, floor: float = 1e-16,
                hue_label=None):
@@ -261,5 +309,7 @@ def loglog_fit(df: pd.DataFrame, x: str, y: str, *, hue: str = "site", col: str 
             ax.set_title(f"{col} = {p}")
         ax.set_xlabel(xlabel or x)
     axes[0][0].set_ylabel(ylabel or y)
-    axes[0][-1].legend(frameon=False, loc="best")
+    handles, labs = axes[0][-1].get_legend_handles_labels()
+    seen = dict(zip(labs, handles))  # every panel shares the colours: one legend, below the panels
+    fig.legend(list(seen.values()), list(seen), frameon=False, loc="outside lower center", ncols=min(len(seen), 4))
     return fig

@@ -1,34 +1,34 @@
 """The registry of checks and the one function that judges them.
 
-Every check the companion makes of a claim is declared once, in :data:`REGISTRY`: which claim,
+Every check the companion makes of a claim is declared once, in ``REGISTRY``: which claim,
 which quantity over which weight matrices (its *scope*), the statistic, the threshold, the kind,
 and one sentence on why this reads the claim fairly. Notebooks record the structured numbers a
 check needs (per-site, per-seed rows; never formatted strings) and call :func:`evaluate`; the
 scorecard (:func:`claim_verdicts`), the page headlines (:func:`sentence`) and the tests use the
 same function, so a criterion lives in exactly one place.
 
-Verdicts
---------
-``pass``         the evidence supports the claim, including its spread over seeds;
-``differs``      the evidence contradicts it (the whole interval lies on the wrong side);
-``inconclusive`` the evidence cannot decide (the interval straddles the threshold, the sign is
-                 not stable over seeds, a single seed gives no spread, or the optimiser, not the
-                 claim, is the limit);
-``reported``     a number shown beside a claim that does not decide it (kind ``report``).
+Verdicts:
 
-Kinds
------
-``construction`` an inequality or identity that holds at any parameter once its terms are
-                 measured (Theorem A with its gradient term, Lemma A3, ...): it tests the code, and
-                 the scorecard counts it apart;
-``empirical``    could have come out otherwise (a trend, a comparison, a collapse);
-``convergence``  the optimiser reached the point a claim is about; kept apart from the paper's
-                 claims: a shortfall makes the claim inconclusive, never "differs";
-``method``       tests a method of our own (the singular-value forecast), not the paper's;
-``report``       shown, never scored.
+* ``pass``: the evidence supports the claim, including its spread over seeds;
+* ``differs``: the evidence contradicts it (the whole interval lies on the wrong side);
+* ``inconclusive``: the evidence cannot decide (the interval straddles the threshold, the sign is
+  not stable over seeds, a single seed gives no spread, or the optimiser, not the claim, is the
+  limit);
+* ``reported``: a number shown beside a claim that does not decide it (kind ``report``).
 
-Conventions (declared once, used everywhere)
---------------------------------------------
+Kinds:
+
+* ``construction``: an inequality or identity that holds at any parameter once its terms are
+  measured (Theorem A with its gradient term, Lemma A3, ...); it tests the code, and the
+  scorecard counts it apart;
+* ``empirical``: could have come out otherwise (a trend, a comparison, a collapse);
+* ``convergence``: the optimiser reached the point a claim is about; kept apart from the paper's
+  claims: a shortfall makes the claim inconclusive, never "differs";
+* ``method``: tests a method of our own (the singular-value forecast), not the paper's;
+* ``report``: shown, never scored.
+
+Conventions, declared once and used everywhere:
+
 * A Spearman correlation over a constant quantity is 0 (no trend), never NaN.
 * A non-finite number in a check's input is an error (:class:`CheckError`): the notebook must
   leave diverged members out explicitly and say so; NaN never decides a verdict.
@@ -93,9 +93,10 @@ class Check:
     claim : int
         Claim number of the restated paper's checklist (1..16).
     kind : str
-        One of :data:`KINDS`.
+        One of ``KINDS``.
     statistic : str
-        How the input is judged: a key of :data:`_STATISTICS`.
+        How the input is judged: ``le``, ``ge``, ``bound``, ``trend``, ``slope_in``, ``difference``,
+        ``collapse``, ``converges``, ``at_stationarity`` or ``report``.
     statement : str
         The claim as this check reads it (MyST markdown with math).
     quantity, scope, threshold, reason : str
@@ -1052,7 +1053,7 @@ CHANGES: tuple[dict, ...] = (
 
 
 #: Old checks whose rule did not change, with the check that now carries it (so that every
-#: check of the first run is accounted for: changed in :data:`CHANGES` or listed here).
+#: check of the first run is accounted for: changed in ``CHANGES`` or listed here).
 UNCHANGED: dict[tuple[str, int], str] = {
     ("derivation_theorem_a", 0): "deriv.identity", ("derivation_theorem_a", 1): "deriv.chain",
     ("derivation_theorem_a", 2): "deriv.agree",
@@ -1081,7 +1082,7 @@ def changed_criteria(records: Mapping[str, Mapping], baseline: Mapping) -> list[
     Returns
     -------
     list of dict
-        One row per entry of :data:`CHANGES`: ``claim``, ``old`` (list of ``{"notebook", "what",
+        One row per entry of ``CHANGES``: ``claim``, ``old`` (list of ``{"notebook", "what",
         "measured", "verdict"}``), ``old_rule``, ``new_rule``, ``new`` (list of ``{"notebook", "id",
         "verdict", "measured"}``; ids not recorded by this run are listed with verdict ``"not run"``),
         ``reason``, ``commit``.

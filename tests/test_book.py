@@ -6,9 +6,14 @@ Builds the book once from the committed run in ``book/published`` (``nrc.book.bu
 build from another run folder instead (for example ``nrc reproduce --profile smoke --out
 /tmp/smoke``); ``nrc book`` then stages a copy of the sources and leaves the committed run alone.
 
-Every page of the site is read in Chromium at 1400 px wide after MathJax has run, and fails when
-it shows raw TeX, a truncated table cell, content wider than its column (outside a scroll box), a
-figure narrower than 600 px, or more than 60 visible code lines before its first figure.
+Every page of the site is read in Chromium at 1400 px (a laptop) and 420 px (a phone) wide, after
+MathJax has run; one Chromium session per width loads every page in turn (``DRIVER_HTML``). A
+page fails when it shows raw TeX, a truncated table cell, content wider than its column outside a
+scroll box, a verdict or prose outside the column even inside one, a figure narrower than 600 px
+(or the column), figure text under 11 px at 1400 px (declared font size times rendered scale),
+more than 60 visible code lines before its first figure, a visible parameters cell whose values
+differ from the run's, a figure that a click does not enlarge, or two search boxes. A page built
+to break every rule checks that each rule can fail.
 """
 from __future__ import annotations
 
@@ -33,9 +38,14 @@ EXECUTED = ROOT / "book" / "published"   # the committed run the book is publish
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 EXPERIMENT_PAGE = "book/published/e1_rank_vs_weight_decay.html"
 OTHER_EXECUTED = os.environ.get("NRC_BOOK_EXECUTED")
-WINDOW_WIDTH = 1400          # px, the reader's window for the layout checks
-MIN_FIGURE_WIDTH = 600       # px, rendered width of every figure at WINDOW_WIDTH
+WINDOW_WIDTH = 1400          # px, a laptop's window for the layout checks
+PHONE_WIDTH = 420            # px, a phone's
+MIN_FIGURE_WIDTH = 600       # px, rendered width of every figure (on a phone: 90 % of the column)
+MIN_FIGURE_TEXT_PX = 11      # px, the smallest figure text at WINDOW_WIDTH
 MAX_CODE_LINES_BEFORE_FIGURE = 60  # visible code lines before a page's first figure (parameters aside)
+# A PNG does not declare its font size: take the book's smallest figure font (tick labels,
+# nrc.report.page_setup) at the figures' 100 dpi, in the image's own pixels.
+PNG_TEXT_PX = (11 - 1) * 100 / 72
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,9 +88,13 @@ LAYOUT_JS = r"""
   try {
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
   } catch (e) { /* a MathJax error leaves raw TeX, which the checks below report */ }
-  const MIN_FIG = %(min_fig)d, MAX_LINES = %(max_lines)d;
-  const out = {tex: [], truncated: [], overflow: [], narrow: [], code_lines_before_figure: 0,
-               first_figure: false, width: window.innerWidth};
+  await Promise.all(Array.from(document.images).map((im) => im.complete ? null :
+    new Promise((r) => { im.addEventListener("load", r); im.addEventListener("error", r); })));
+  const MIN_FIG = %(min_fig)d, MAX_LINES = %(max_lines)d, PNG_TEXT_PX = %(png_text_px)f;
+  const W = window.innerWidth;
+  const out = {tex: [], truncated: [], overflow: [], verdict_overflow: [], narrow: [], small_text: [],
+               stale_parameters: [], search_boxes: 0, code_lines_before_figure: 0, first_figure: false,
+               min_figure_text_px: null, width: W, height: document.documentElement.scrollHeight};
   // folded content (a closed <details>, a toggled-off block) is not visible, whatever its box says
   const visible = (el) => {
     for (let a = el; a; a = a.parentElement)
@@ -90,6 +104,14 @@ LAYOUT_JS = r"""
   };
   const snippet = (t) => t.replace(/\s+/g, " ").trim().slice(0, 80);
   const article = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+  const box = article.getBoundingClientRect();
+  const pad = getComputedStyle(article);
+  const column = box.width - parseFloat(pad.paddingLeft || 0) - parseFloat(pad.paddingRight || 0);
+  const right = Math.min(box.right, W);
+  const outside = (r) => r.right > right + 2 || r.left < box.left - 2;
+  const describe = (el, r) => el.tagName.toLowerCase() + "." + (el.className || "").toString().split(" ")[0] +
+      " (" + Math.round(r.width) + " px in a " + Math.round(box.width) + " px column): " +
+      snippet(el.textContent || el.getAttribute("src") || "");
 
   // 1. raw TeX left visible anywhere on the page (sidebar included), outside code
   const TEX = /\$[^$\s][^$]*\$|\\\(|\\\[|\\(frac|lambda|mathrm|mathcal|mathbb|ell|sum|le|ge|leq|geq|operatorname|nabla|Delta|sigma|mu|boxed|text|top|Vert|sqrt)(?![a-zA-Z])/;
@@ -107,30 +129,79 @@ LAYOUT_JS = r"""
         (getComputedStyle(cell).textOverflow === "ellipsis" && cell.scrollWidth > cell.clientWidth + 1))
       out.truncated.push(snippet(t));
   }
-  // 3. content wider than its column, unless inside a box that scrolls horizontally
-  const box = article.getBoundingClientRect();
+  // 3a. content wider than its column, unless inside a box that scrolls horizontally
   const scrolls = (el) => { for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
       const o = getComputedStyle(a).overflowX; if (o === "auto" || o === "scroll") return true; } return false; };
   for (const el of article.querySelectorAll("*")) {
-    if (!visible(el) || el.closest("#nrc-layout")) continue;
+    // MathJax's assistive MathML is clipped to nothing: what a reader sees is the mjx-container
+    if (!visible(el) || el.closest("#nrc-layout, mjx-assistive-mml")) continue;
     const r = el.getBoundingClientRect();
     const o = getComputedStyle(el).overflowX;
-    if ((r.right > box.right + 2 || r.left < box.left - 2) && !scrolls(el)) {
-      out.overflow.push(el.tagName.toLowerCase() + "." + (el.className || "").toString().split(" ")[0] +
-                        " (" + Math.round(r.width) + " px in a " + Math.round(box.width) + " px column): " +
-                        snippet(el.textContent || el.getAttribute("src") || ""));
+    if (outside(r) && !scrolls(el)) {
+      out.overflow.push(describe(el, r));
     } else if (o === "hidden" && el.scrollWidth > el.clientWidth + 2 && !el.closest("mjx-container, .math")) {
       out.overflow.push(el.tagName.toLowerCase() + " clips its content (" + el.scrollWidth + " > " +
                         el.clientWidth + " px): " + snippet(el.textContent || ""));
     }
   }
-  // 4. figures narrower than MIN_FIG px; 5. visible code lines before the first figure
-  const isFigure = (img) => img.closest(".cell_output, figure") && visible(img);
-  for (const img of article.querySelectorAll(".cell_output img, figure img")) {
-    if (!visible(img)) continue;
-    const w = img.getBoundingClientRect().width;
-    if (w < MIN_FIG) out.narrow.push((img.getAttribute("src") || "").split("/").pop() + ": " + Math.round(w) + " px");
+  // 3b. a verdict, and the prose around it, is never off-screen, not even in a box that scrolls:
+  // every verdict badge, verdict card and table row carrying a verdict, every paragraph and list
+  // item lies inside the column
+  const carriers = new Set();
+  for (const b of article.querySelectorAll(".nrc-verdict")) {
+    carriers.add(b);
+    const row = b.closest("tr"); if (row) carriers.add(row);
+    const card = b.closest(".nrc-check"); if (card) carriers.add(card);
   }
+  for (const t of article.querySelectorAll("table"))  // a table with a verdict column carries verdicts
+    if (Array.from(t.querySelectorAll("th")).some((th) => /^\s*verdict\s*$/i.test(th.textContent))) carriers.add(t);
+  for (const p of article.querySelectorAll("p, li, dd, dt, figcaption"))
+    if (!p.closest("pre, .highlight, .cell_input, mjx-container, table, .nrc-fold")) carriers.add(p);
+  for (const el of carriers) {
+    if (!visible(el)) continue;
+    const r = el.getBoundingClientRect();
+    if (outside(r) || el.scrollWidth > el.clientWidth + 2 && getComputedStyle(el).overflowX !== "visible" &&
+        !el.matches("p, li, dd, dt, figcaption")) out.verdict_overflow.push(describe(el, r));
+  }
+  // 4. figures: at least MIN_FIG px wide (or the whole column on a narrow screen); their text at
+  // least %(min_text)d px: the figure's declared font size (SVG: each <text>'s font-size in the
+  // viewBox's units; PNG: the book's smallest figure font at its dpi) times its rendered scale
+  const figures = Array.from(article.querySelectorAll('.cell_output img, figure img, img[src*="_images/"]')).filter(visible);
+  for (const img of figures) {
+    const w = img.getBoundingClientRect().width;
+    const name = (img.getAttribute("src") || "").split("/").pop();
+    if (w < Math.min(MIN_FIG, 0.95 * column)) out.narrow.push(name + ": " + Math.round(w) + " px");
+    let px = null;
+    if (/\.svg$/i.test(img.src)) {
+      try {
+        const svg = new DOMParser().parseFromString(await (await fetch(img.src)).text(), "image/svg+xml").documentElement;
+        const vb = (svg.getAttribute("viewBox") || "").split(/[\s,]+/).map(Number);
+        const vw = vb.length === 4 ? vb[2] : parseFloat(svg.getAttribute("width"));
+        const sizes = Array.from(svg.querySelectorAll("text")).map((t) => {
+          const st = t.getAttribute("style") || "";
+          if (!/text-anchor/.test(st)) return null;  // mathtext glyphs (sub/superscripts) excepted
+          const m = /font-size:\s*([\d.]+)px/.exec(st) || /([\d.]+)px/.exec(t.getAttribute("font-size") || "");
+          return m ? parseFloat(m[1]) : null; }).filter((v) => v !== null);
+        if (sizes.length && vw) px = Math.min(...sizes) * w / vw;
+      } catch (e) { /* unreadable SVG: no measurement */ }
+    } else if (img.naturalWidth > 0) {
+      px = PNG_TEXT_PX * w / img.naturalWidth;
+    }
+    if (px !== null) {
+      out.min_figure_text_px = out.min_figure_text_px === null ? px : Math.min(out.min_figure_text_px, px);
+      if (px < %(min_text)d) out.small_text.push(name + ": " + px.toFixed(1) + " px");
+    }
+  }
+  // 4b. a click on a figure enlarges it (book/_static/nrc.js), and a second click closes it
+  if (figures.length) {
+    figures[0].click();
+    const box = document.querySelector(".nrc-lightbox");
+    out.lightbox = !!box && !!box.querySelector("img");
+    if (box) box.click();
+    if (document.querySelector(".nrc-lightbox")) out.lightbox = false;
+  }
+  // 5. visible code lines before the first figure
+  const isFigure = (img) => img.closest(".cell_output, figure") && visible(img);
   for (const el of article.querySelectorAll(".cell_input, .cell_output img, figure img")) {
     if (el.tagName === "IMG") { if (isFigure(el)) { out.first_figure = true; break; } continue; }
     const cell = el.closest(".cell");
@@ -138,9 +209,65 @@ LAYOUT_JS = r"""
     if (!visible(el)) continue;
     out.code_lines_before_figure += el.textContent.split("\n").filter((l) => l.trim()).length;
   }
+  // 6. no visible code cell assigns a parameter a value other than the one the run used
+  const holder = document.querySelector(".nrc-params[data-run]");
+  const run = holder ? JSON.parse(holder.getAttribute("data-run")) : null;
+  const pyValue = (s) => { try {
+      return JSON.stringify(JSON.parse(s.replace(/'/g, '"').replace(/\bTrue\b/g, "true").replace(/\bFalse\b/g, "false")
+        .replace(/\bNone\b/g, "null").replace(/\(/g, "[").replace(/,?\s*\)/g, "]"))); } catch (e) { return null; } };
+  for (const cell of article.querySelectorAll(".cell")) {
+    const input = cell.querySelector(".cell_input");
+    if (!input || !visible(input)) continue;
+    const isParams = /tag_(injected-)?parameters/.test(cell.className);
+    if (isParams && !run) { out.stale_parameters.push("a visible parameters cell, and no list of the run's values"); continue; }
+    if (!run) continue;
+    for (const line of input.textContent.split("\n")) {
+      const m = /^\s*([A-Za-z_]\w*)\s*(?::[^=]+)?=\s*([^#]+?)\s*(#.*)?$/.exec(line);
+      if (!m || !(m[1] in run)) continue;
+      const shown = pyValue(m[2]);
+      if (shown !== null && shown !== JSON.stringify(run[m[1]]))
+        out.stale_parameters.push(m[1] + " shows " + m[2] + ", the run used " + JSON.stringify(run[m[1]]));
+    }
+  }
+  // 7. search boxes on screen
+  const boxes = Array.from(document.querySelectorAll(".search-button-field, button.search-button, .bd-search"))
+    .filter((el) => visible(el) && !el.closest(".search-button__wrapper, dialog"));
+  out.search_boxes = boxes.length;
+  out.search_where = boxes.map((el) => (el.parentElement.className || el.parentElement.tagName).toString());
   done(out);
 })();
-""" % {"min_fig": MIN_FIGURE_WIDTH, "max_lines": MAX_CODE_LINES_BEFORE_FIGURE}
+""" % {"min_fig": MIN_FIGURE_WIDTH, "max_lines": MAX_CODE_LINES_BEFORE_FIGURE, "min_text": MIN_FIGURE_TEXT_PX,
+       "png_text_px": PNG_TEXT_PX}
+
+# A page that loads each page of the list in an iframe of the given width, one after the other,
+# and collects what the layout script found: one Chromium session measures every page.
+DRIVER_HTML = r"""<!doctype html><html><body><script>
+(async function () {
+  const q = new URLSearchParams(location.search);
+  const W = parseInt(q.get("width")), pages = JSON.parse(q.get("pages"));
+  const results = {};
+  for (const p of pages) {
+    const f = document.createElement("iframe");
+    f.style.cssText = "width:" + W + "px;height:1600px;border:0";
+    document.body.appendChild(f);
+    results[p] = await new Promise((resolve) => {
+      let n = 0;
+      const poll = () => {
+        let pre = null;
+        try { pre = f.contentDocument && f.contentDocument.getElementById("nrc-layout"); } catch (e) {}
+        if (pre) return resolve(JSON.parse(pre.textContent));
+        if (++n > 1200) return resolve({error: "the layout script did not report"});
+        setTimeout(poll, 50);
+      };
+      f.src = p; poll();
+    });
+    f.remove();
+  }
+  const pre = document.createElement("pre");
+  pre.id = "nrc-results"; pre.textContent = JSON.stringify(results);
+  document.body.appendChild(pre);
+})();
+</script></body></html>"""
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -150,6 +277,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/__nrc_layout.js":
             return self._send(200, "application/javascript", LAYOUT_JS.encode())
+        if path == "/__nrc_driver.html":
+            return self._send(200, "text/html; charset=utf-8", DRIVER_HTML.encode())
         if path.endswith(".html") or path.endswith("/"):
             target = Path(self.translate_path(path))
             if target.is_dir():
@@ -191,14 +320,14 @@ def server(site):
 
 
 def _chromium(tmp_path: Path, url: str, *extra: str, timeout: int = 120,
-              window: str = "1280,2000") -> subprocess.CompletedProcess:
+              window: str = "1280,2000", budget: int = 5000) -> subprocess.CompletedProcess:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed")
     profile = tmp_path / "chromium-profile"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-           f"--window-size={window}", "--virtual-time-budget=5000", *extra, url]
+           f"--window-size={window}", f"--virtual-time-budget={budget}", *extra, url]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     return proc
@@ -333,19 +462,22 @@ def test_scorecard_lists_16_claims(site):
     verdicts = [r[4] for r in rows]
     kinds = [r[3] for r in rows]
     assert verdicts[15] == "context" and kinds[15] == "context"
-    assert set(verdicts) <= {"pass", "differs", "not checked", "context"}, verdicts
+    assert set(verdicts) <= {"pass", "differs", "inconclusive", "reported", "not checked", "context"}, verdicts
     assert set(kinds) <= {"empirical", "by construction", "context"}, kinds
     assert text.count('class="nrc-verdict ') >= 16
-    # independent tally from the records: a claim differs iff one of its checks did not pass
+    # independent tally from the records: a claim differs iff one of its checks differs, else it
+    # passes iff one passes (old records: "passed"; new ones: "verdict")
     records = [json.loads(p.read_text()) for p in (_executed_dir() / "results").glob("*.json")]
-    passed: dict[int, list[bool]] = {}
+    found: dict[int, list[str]] = {}
     for rec in records:
         for c in rec.get("checks", []):
-            passed.setdefault(int(c["claim"]), []).append(bool(c["passed"]))
+            v = c["verdict"] if "verdict" in c else ("pass" if c["passed"] else "differs")
+            found.setdefault(int(c["claim"]), []).append(v)
     for i, (verdict, kind) in enumerate(zip(verdicts, kinds), start=1):
         if kind == "context":
             continue
-        expected = "not checked" if i not in passed else ("pass" if all(passed[i]) else "differs")
+        expected = "not checked" if i not in found else next(
+            v for v in ("differs", "pass", "inconclusive", "reported") if v in found[i])
         assert verdict == expected, f"claim {i}: scorecard says {verdict}, the records say {expected}"
     n_emp = sum(k == "empirical" for k in kinds)
     n_con = sum(k == "by construction" for k in kinds)
@@ -380,6 +512,143 @@ def test_no_page_cites_the_spec(site):
     theorems = (site / "book" / "paper" / "theorems.html").read_text(encoding="utf8")
     for label in ("paper-theorem-a", "paper-corollary-a1", "paper-lemma-a2", "paper-lemma-a3", "paper-lemma-a4"):
         assert f'id="{label}"' in theorems, f"the paper chapter lost the link target {label}"
+
+
+def test_figures_have_alt_text(site):
+    """Every figure says what it shows (its caption), not its file name."""
+    bad = []
+    for page in _pages(site):
+        for m in re.finditer(r"<img([^>]*)>", page.read_text(encoding="utf8", errors="replace")):
+            attrs = m.group(1)
+            src = re.search(r'src="([^"]*)"', attrs)
+            if not src or "_images/" not in src.group(1) and "generated/" not in src.group(1):
+                continue
+            alt = re.search(r'alt="([^"]*)"', attrs)
+            if not alt or len(alt.group(1)) < 12 or re.search(r"\.(png|svg|jpe?g)$", alt.group(1)):
+                bad.append(f"{page.relative_to(site)}: {src.group(1)} alt={alt.group(1) if alt else None!r}")
+    assert not bad, "figures without a caption as alt text:\n" + "\n".join(bad[:20])
+
+
+def test_pages_list_the_parameters_the_run_used(site):
+    """Each notebook page lists the values its run used (papermill's, over the defaults), and folds
+    the parameters cell; papermill's injected cell is not a second visible cell."""
+    import html as _html
+
+    checked = 0
+    for nb_path in sorted(_executed_dir().glob("*.ipynb")):
+        page = site / "book" / "published" / f"{nb_path.stem}.html"
+        if not page.exists():
+            continue
+        used = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {}).get("parameters") or {}
+        text = page.read_text(encoding="utf8")
+        m = re.search(r'<div class="nrc-params" data-run="([^"]*)"', text)
+        if not used:
+            continue
+        assert m, f"{page.name}: no list of the run's parameters"
+        shown = json.loads(_html.unescape(m.group(1)))
+        for k, v in used.items():
+            assert json.dumps(shown[k]) == json.dumps(v), f"{page.name}: {k} listed as {shown[k]!r}, the run used {v!r}"
+        assert "tag_injected-parameters" not in text, f"{page.name}: papermill's cell is still a cell of its own"
+        assert re.search(r'class="cell tag_parameters[^"]*tag_hide-cell', text), f"{page.name}: parameters cell not folded"
+        checked += 1
+    assert checked >= 10
+
+
+def test_status_and_performance_pages(site):
+    """The status page names notebooks by their titles; the performance page shows the run's
+    time per notebook and the trainer's ratio as SVG figures, with the run's total time."""
+    status = json.loads((_executed_dir() / "status.json").read_text())
+    text = (site / "book" / "generated" / "status.html").read_text(encoding="utf8")
+    assert "E1 — Rank against weight decay" in text
+    perf = (site / "book" / "performance.html").read_text(encoding="utf8")
+    assert perf.count('.svg"') >= 2, "the performance page lost its figures"
+    total = sum(float(r.get("seconds") or 0) for r in status["notebooks"])
+    from nrc.book import _fmt_seconds
+
+    assert _fmt_seconds(total) in perf
+    assert "issue" not in re.sub(r"<[^>]+>", " ", perf).lower(), "the performance page reads like a changelog"
+
+
+def test_performance_page_from_phases(tmp_path):
+    """With per-notebook phases in status.json the page splits each notebook's time by phase; a
+    benchmark from another commit than the run is flagged, never passed off as the run's."""
+    from nrc.book import _performance_page
+
+    status = {"profile": "full", "commit": "a" * 40, "device": "cpu", "threads": 2, "notebooks": [
+        {"name": "t1_x", "seconds": 10.0, "train_seconds": 6.0,
+         "phases": {"startup": 1.0, "data": 1.0, "training": 6.0, "analysis": 1.0, "figures": 1.0, "other": 0.0}},
+        {"name": "e1_y", "seconds": 30.0, "train_seconds": 20.0,
+         "phases": {"startup": 2.0, "data": 3.0, "training": 20.0, "analysis": 2.0, "figures": 3.0, "other": 0.0}}]}
+    root = tmp_path / "root"
+    (root / "benchmarks").mkdir(parents=True)
+    bench = {"environment": {"commit": "b" * 40, "device": "cpu", "time": "t"}, "command": "python bench",
+             "members": 21, "widths": [784, 10], "batch": 128,
+             "rows": [{"threads": 1, "ratio": 0.6}, {"threads": 2, "ratio": 0.5}],
+             "summary": {"1": {"median_ratio": 0.6, "min_ratio": 0.6, "max_ratio": 0.6},
+                         "2": {"median_ratio": 0.5, "min_ratio": 0.5, "max_ratio": 0.5}}}
+    (root / "benchmarks" / "matmul_ceiling.json").write_text(json.dumps(bench))
+    gen = tmp_path / "gen"
+    text = _performance_page(status, ["t1_x", "e1_y"], tmp_path, root, gen)
+    assert "40.0 s" in text and "training 65 %" in text and "kernel start-up 8 %" in text and "figures 10 %" in text
+    assert "other" not in text.split("Wall time of each")[0].split(":")[-1]  # empty phases are not listed
+    svg = (gen / "performance_time.svg").read_text()
+    assert "<text" in svg and "kernel start-up" in svg
+    assert (gen / "performance_ratio.svg").is_file()
+    assert "Measured at another commit" in text and "bbbbbbbbbbbb" in text and "aaaaaaaaaaaa" in text
+    assert "1 thread: 0.60" in text and "2 threads: 0.50" in text
+    bench["environment"]["commit"] = "a" * 40
+    (root / "benchmarks" / "matmul_ceiling.json").write_text(json.dumps(bench))
+    assert "another commit" not in _performance_page(status, ["t1_x", "e1_y"], tmp_path, root, gen)
+
+
+def test_prepare_notebook_shows_what_ran():
+    """The staged notebook: run values listed, both parameter cells under one toggle, the scale as
+    a list, the old verdict table redrawn from the record, long tables folded, alt text set."""
+    from nrc.book import prepare_notebook
+
+    def cell(kind, src, tags=(), **kw):
+        c = {"cell_type": kind, "metadata": {"tags": list(tags)}, "source": src}
+        if kind == "code":
+            c.update(outputs=[], execution_count=1)
+        c.update(kw)
+        return c
+    old_table = ('<div class="nrc-table"><table><thead><tr><th class="col_heading">claim</th><th>what</th>'
+                 '<th>measured</th><th>verdict</th></tr></thead><tbody><tr><td>2</td></tr></tbody></table></div>')
+    rows = "".join(f'<tr><td id="T_x_row{i}_col0" class="data">{v}</td></tr>'
+                   for i, v in enumerate(["13.4", "6.79e+00"] * 8))
+    long_table = (f'<div class="nrc-table"><table><thead><tr><th class="col_heading level0 col0">x</th></tr></thead>'
+                  f"<tbody>{rows}</tbody></table></div>")
+    scale = {"output_type": "display_data", "metadata": {"scrapbook": {"name": "x_scale"}},
+             "data": {"application/papermill.record/text/plain": repr("mnist, N = 10 training samples, K = 2 classes; "
+                                                                        "widths (3, 2); device cpu.")}}
+    nb = {"metadata": {"papermill": {"parameters": {"epochs": 50}}}, "nbformat": 4, "nbformat_minor": 5, "cells": [
+        cell("markdown", "# T\n\n**Scale of this run:** {glue:text}`x_scale`"),
+        cell("code", "epochs: int = 5  # epochs\nseed: int = 0", ["parameters", "hide-input"]),
+        cell("code", "# Parameters\nepochs = 50\n", ["injected-parameters"]),
+        cell("code", "verdict_table(checks)", outputs=[{"output_type": "display_data", "metadata": {},
+                                                       "data": {"text/html": old_table}}]),
+        cell("code", "show_table(df)", outputs=[{"output_type": "display_data", "metadata": {},
+                                                 "data": {"text/html": long_table}}, scale]),
+        cell("code", "fig", metadata={"mystnb": {"figure": {"caption": "Rank against $\\lambda$"}}},
+             outputs=[{"output_type": "display_data", "metadata": {}, "data": {"image/png": "AA=="}}]),
+    ]}
+    record = {"checks": [{"claim": 2, "what": "w", "measured": "m", "passed": False}]}
+    out = prepare_notebook(nb, record, "full")
+    cells = out["cells"]
+    assert nb["cells"][1]["source"].startswith("epochs: int = 5")  # the input is not modified
+    assert '<dl class="nrc-scale"><dt>Scale of this run</dt><dd><strong>mnist</strong>' in cells[0]["source"]
+    assert "device cpu" in cells[0]["source"] and "{glue:text}" not in cells[0]["source"]
+    listing = cells[1]["source"]
+    assert cells[1]["id"] == "nrc-run-parameters" and "nrc-param-set" in listing
+    assert json.loads(re.search(r'data-run="([^"]*)"', listing).group(1).replace("&quot;", '"')) == {"epochs": 50, "seed": 0}
+    assert cells[2]["metadata"]["tags"] == ["parameters", "hide-cell"] and "epochs = 50" in cells[2]["source"]
+    assert "remove-cell" in cells[3]["metadata"]["tags"]
+    verdict = cells[4]["outputs"][0]["data"]
+    assert "nrc-verdict-differs" in verdict["text/markdown"] and "[Claim 2](#paper-claim-2)" in verdict["text/markdown"]
+    folded = cells[5]["outputs"][0]["data"]["text/html"]
+    assert folded.startswith('<details class="nrc-fold">') and "16 rows" in folded
+    assert ">1.34e+01<" in folded and ">6.79e+00<" in folded and ">13.4<" not in folded
+    assert cells[6]["metadata"]["mystnb"]["image"]["alt"] == "Rank against λ"
 
 
 def test_book_refuses_failed_or_missing_notebooks(tmp_path):
@@ -446,17 +715,23 @@ def test_theory_math_is_rendered_by_mathjax(site, server, tmp_path):
     assert not not_found, f"requests that failed while rendering: {not_found}"
 
 
-def _layout(tmp_path: Path, url: str) -> dict:
-    """The layout findings the injected script wrote into the page, at WINDOW_WIDTH px."""
-    dom = _chromium(tmp_path, url, "--dump-dom", window=f"{WINDOW_WIDTH},1600").stdout
-    m = re.search(r'<pre id="nrc-layout"[^>]*>(.*?)</pre>', dom, re.S)
-    assert m, f"{url}: the layout script did not report (page did not finish loading?)"
+def _layout_all(tmp_path: Path, base: str, pages: list[str], width: int) -> dict[str, dict]:
+    """What the layout script found on each page (relative URL), all pages in one Chromium session
+    at ``width`` px (the driver page loads them one by one in an iframe that wide)."""
     import html as _html
+    from urllib.parse import quote
 
+    url = f"{base}__nrc_driver.html?width={width}&pages={quote(json.dumps(pages))}"
+    dom = _chromium(tmp_path, url, "--dump-dom", window=f"{width + 40},1700", timeout=600,
+                    budget=60000 * len(pages)).stdout
+    m = re.search(r'<pre id="nrc-results"[^>]*>(.*?)</pre>', dom, re.S)
+    assert m, f"the layout driver did not report at {width} px (a page did not finish loading?)"
     return json.loads(_html.unescape(m.group(1)))
 
 
-def _layout_problems(found: dict) -> list[str]:
+def _layout_problems(found: dict, width: int = WINDOW_WIDTH) -> list[str]:
+    if "error" in found:
+        return [found["error"]]
     problems = []
     if found["tex"]:
         problems.append(f"raw TeX visible after MathJax: {found['tex'][:3]}")
@@ -464,55 +739,92 @@ def _layout_problems(found: dict) -> list[str]:
         problems.append(f"truncated table cells: {found['truncated'][:3]}")
     if found["overflow"]:
         problems.append(f"content wider than its column: {found['overflow'][:3]}")
+    if found["verdict_overflow"]:
+        problems.append(f"a verdict or prose outside the column: {found['verdict_overflow'][:3]}")
     if found["narrow"]:
-        problems.append(f"figures narrower than {MIN_FIGURE_WIDTH} px: {found['narrow'][:3]}")
+        problems.append(f"figures narrower than {MIN_FIGURE_WIDTH} px or the column: {found['narrow'][:3]}")
+    if found.get("lightbox") is False:
+        problems.append("a click on a figure does not enlarge it")
+    if width >= WINDOW_WIDTH and found["small_text"]:
+        problems.append(f"figure text smaller than {MIN_FIGURE_TEXT_PX} px: {found['small_text'][:3]}")
     if found["first_figure"] and found["code_lines_before_figure"] > MAX_CODE_LINES_BEFORE_FIGURE:
         problems.append(f"{found['code_lines_before_figure']} visible code lines before the first figure "
                         f"(at most {MAX_CODE_LINES_BEFORE_FIGURE})")
+    if found["stale_parameters"]:
+        problems.append(f"a visible parameters cell that differs from the run: {found['stale_parameters'][:3]}")
+    if width >= WINDOW_WIDTH and found["search_boxes"] > 1:
+        problems.append(f"{found['search_boxes']} search boxes on screen")
     return problems
+
+
+BAD_PAGE = """<html><body><div class="bd-search">search</div><button class="search-button">search</button>
+<main><article class="bd-article" style="width:700px">
+<p>raw math $\\\\lambda W$ here</p>
+<table><tr><td>(Spearm...</td></tr></table>
+<div style="width:1200px">a wide block</div>
+<div style="overflow-x:auto"><table style="width:1500px"><tr><td style="width:1300px">what</td>
+<td><span class="nrc-verdict nrc-verdict-pass">pass</span></td></tr></table></div>
+<div style="overflow-x:auto"><table style="width:1500px"><tr><th>claim</th><th>verdict</th></tr>
+<tr><td style="width:1300px">a claim</td><td>holds</td></tr></table></div>
+<div class="nrc-params" data-run='{"per_class": 1000, "widths": [784, 256]}'></div>
+<div class="cell tag_parameters"><div class="cell_input"><pre>per_class: int = 100  # default
+widths: list = [784, 256]</pre></div></div>
+<div class="cell"><div class="cell_input"><pre>CODE</pre></div>
+<div class="cell_output"><img src="small.svg" style="width:300px;height:50px"></div></div>
+</article></main></body></html>"""
+SMALL_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="540pt" height="90pt" viewBox="0 0 540 90">'
+             '<text x="10" y="40" style="font-size: 10px; font-family: sans-serif; text-anchor: start">tick</text>'
+             '</svg>')
 
 
 def test_layout_script_detects_problems(tmp_path):
     """The layout checks fail on a page built to break every rule (so a pass means something)."""
-    bad = (tmp_path / "site")
+    bad = tmp_path / "site"
     bad.mkdir()
     code = "\n".join(f"x{i} = {i}" for i in range(70))
-    page = f"""<html><body><main><article class="bd-article" style="width:700px">
-<p>raw math $\\lambda W$ here</p>
-<table><tr><td>(Spearm...</td></tr></table>
-<div style="width:1200px">a wide block</div>
-<div class="cell"><div class="cell_input"><pre>{code}</pre></div>
-<div class="cell_output"><img src="x.png" style="width:300px;height:50px"></div></div>
-</article></main></body></html>"""
-    (bad / "bad.html").write_text(page)
+    (bad / "bad.html").write_text(BAD_PAGE.replace("CODE", code))
+    (bad / "small.svg").write_text(SMALL_SVG)
     handler = functools.partial(type("H", (_Handler,), {"requests": []}), directory=str(bad))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        found = _layout(tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}/bad.html")
+        found = _layout_all(tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}/", ["bad.html"],
+                            WINDOW_WIDTH)["bad.html"]
     finally:
         httpd.shutdown()
         httpd.server_close()
-    problems = " | ".join(_layout_problems(found))
-    for expected in ("raw TeX", "truncated", "wider than its column", "narrower than", "code lines"):
+    problems = " | ".join(_layout_problems(found, WINDOW_WIDTH))
+    # a 10 px font in a 540-unit SVG drawn 300 px wide is 5.6 px on screen
+    for expected in ("raw TeX", "truncated", "wider than its column", "a verdict or prose outside",
+                     "narrower than", "figure text smaller", "code lines", "per_class shows 100",
+                     "search boxes", "does not enlarge"):
         assert expected in problems, f"the layout check missed: {expected}; found {found}"
+    assert "widths shows" not in problems, "a parameter shown with the run's own value was flagged"
+    # both the table with a badge and the plain table with a "verdict" column are caught
+    off = found["verdict_overflow"]
+    assert any(v.startswith("span.nrc-verdict") for v in off) and any(v.startswith("table") for v in off), off
 
 
-def test_every_page_reads_well(site, server, tmp_path):
-    """Every page at 1400 px, after MathJax: no raw TeX, no truncated cells, nothing wider than its
-    column outside a scroll box, figures at least 600 px wide, at most 60 visible code lines
-    before the first figure."""
+def _site_pages(site: Path) -> list[str]:
+    return [p.relative_to(site).as_posix() for p in _pages(site)
+            if p.relative_to(site).as_posix() not in ("genindex.html", "search.html", "py-modindex.html")]
+
+
+@pytest.mark.parametrize("width", [WINDOW_WIDTH, PHONE_WIDTH])
+def test_every_page_reads_well(site, server, tmp_path, width):
+    """Every page at a laptop's and a phone's width, after MathJax: no raw TeX, no truncated cells,
+    nothing wider than its column outside a scroll box, no verdict or prose outside the column
+    even in one, figures as wide as the column allows, figure text of at least 11 px on a laptop,
+    at most 60 visible code lines before the first figure, no visible parameters cell showing a
+    value the run did not use, a click on a figure enlarges it, one search box."""
     base, _ = server
-    failures = {}
-    for page in _pages(site):
-        rel = page.relative_to(site).as_posix()
-        if rel in ("genindex.html", "search.html", "py-modindex.html"):
-            continue
-        problems = _layout_problems(_layout(tmp_path, base + rel))
-        if problems:
-            failures[rel] = problems
+    pages = _site_pages(site)
+    found = _layout_all(tmp_path, base, pages, width)
+    failures = {rel: p for rel in pages if (p := _layout_problems(found.get(rel, {"error": "not measured"}), width))}
+    heights = {rel: found[rel].get("height") for rel in pages if rel in found}
+    print(f"\npage heights at {width} px: " + json.dumps(heights))
     report = "\n".join(f"{rel}:\n  " + "\n  ".join(p) for rel, p in failures.items())
-    assert not failures, f"{len(failures)} pages break the layout rules:\n{report}"
+    assert not failures, f"{len(failures)} pages break the layout rules at {width} px:\n{report}"
 
 
 def test_score_claims_verdicts_and_counts():
@@ -538,6 +850,15 @@ def test_score_claims_verdicts_and_counts():
     assert rows[4]["verdict"] == "context"
     counts = verdict_counts(list(rows.values()))
     assert counts == {"empirical": {"differs": 1, "not checked": 1}, "construction": {"pass": 1},
-                      "context": {"context": 1}}
+                      "method": {}, "context": {"context": 1}}
+    # new records: convergence never decides; a claim tested by our method only is labelled so
+    new = {"t1_x": {"checks": [
+        {"id": "a", "claim": 1, "kind": "convergence", "verdict": "differs", "statement": "s", "measured": "m"},
+        {"id": "b", "claim": 1, "kind": "empirical", "verdict": "inconclusive", "statement": "s", "measured": "m5"},
+        {"id": "c", "claim": 3, "kind": "method", "verdict": "differs", "statement": "s", "measured": "m6"}]}}
+    rows = {r["claim"]: r for r in score_claims(claims, new, ["t1_x"])}
+    assert rows[1]["verdict"] == "inconclusive" and rows[1]["deciding"][1]["measured"] == "m5"
+    assert len(rows[1]["convergence"]) == 1
+    assert rows[3]["verdict"] == "differs" and rows[3]["kind"] == "method"
     with pytest.raises(ValueError, match="kind must be one of"):
         score_claims([{"claim": 5, "statement": "e", "grade": "G", "kind": "typo"}], {}, [])

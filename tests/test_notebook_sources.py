@@ -17,7 +17,7 @@ REQUIRED = {"derivation_theorem_a", "t1_stationarity", "t2_rank_tcv_bound", "t3_
             "t4_any_partition", "t5_corollary_a1_low_rank", "t6_tcv_propagation", "t7_balanced_norms",
             "t8_rank_vs_weight_decay", "t9_rank_vs_tcv", "e1_rank_vs_weight_decay", "e2_proportional_to_tcv",
             "e3_residual_networks", "e4_no_loss_barrier", "e4b_dnc1_optimality", "e5_singular_value_forecast",
-            "e6_low_rank_compression", "e7_any_model"}
+            "e6_low_rank_compression", "e7_any_model", "e8_theorem_a_bites"}
 
 
 def test_every_check_and_experiment_has_a_notebook():
