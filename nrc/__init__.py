@@ -3,36 +3,72 @@
 Data flows data -> models -> train (stacked sweep) -> metrics (spectra, collapse, theorem) ->
 results (store/cache) -> notebooks (papermill runner) -> book. The flat API below is re-exported
 from those small modules.
+
+The re-exports are resolved on first use (PEP 562 ``__getattr__``): ``import nrc`` alone loads
+no torch, pandas or matplotlib, so ``nrc --help`` and ``nrc --version`` return at once, while
+``nrc.train`` / ``from nrc import analyze`` work as if imported eagerly.
 """
-from .analysis import Analysis, analyze, analyze_model
-from .config import typed_parameters
-from .collapse import class_means, kmeans, nc1, nc2, one_hot, tcv, within_class, within_total_ratio
-from .data import (DATASETS, Dataset, load_cifar10, load_dataset, load_fashion_mnist, load_mnist,
-                   make_gaussian_mixture)
-from . import landscape, plots, report
-from .landscape import (
-    barrier, collapse_costs, collapse_path, compare_spectra, descent_path, hidden_tcv, max_rise,
-    member_params, min_norm_weights, path_values, regularized_objective, residual_projector,
-    ridge_readout, solve_reduced_problem, straight_path
-)
-from .models import ACTIVATIONS, Architecture, forward, from_module, init_params, to_module
-from .results import ResultStore, check, environment, record, results_dir, save_run, save_table
-from .spectra import dist_to_rank, energy_rank, numerical_rank, relative_dist_to_rank, svdvals
-from .theorem import SITE_COLUMNS, site_quantities
-from .train import Sweep, TrainConfig, grid, member_losses, regularized_loss, train
+from __future__ import annotations
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ACTIVATIONS", "Analysis", "landscape", "plots", "report", "barrier", "collapse_costs", "collapse_path",
-    "compare_spectra", "descent_path", "hidden_tcv", "max_rise", "member_params", "min_norm_weights",
-    "path_values", "regularized_objective", "residual_projector", "ridge_readout",
-    "solve_reduced_problem", "straight_path", "Architecture", "DATASETS", "Dataset", "ResultStore",
-    "SITE_COLUMNS",
-    "Sweep", "TrainConfig", "analyze", "analyze_model", "check", "class_means", "dist_to_rank",
-    "energy_rank", "environment", "forward", "from_module", "grid", "init_params", "kmeans",
-    "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "make_gaussian_mixture",
-    "member_losses", "nc1", "nc2", "numerical_rank", "one_hot", "record", "regularized_loss",
-    "relative_dist_to_rank", "results_dir", "save_run", "save_table", "site_quantities", "svdvals", "tcv",
-    "to_module", "train", "typed_parameters", "within_class", "within_total_ratio",
-]
+# Where each re-exported name lives (module of this package).
+_EXPORTS = {
+    "analysis": ("Analysis", "analyze", "analyze_model"),
+    "config": ("typed_parameters",),
+    "collapse": ("class_means", "kmeans", "nc1", "nc2", "one_hot", "tcv", "within_class",
+                 "within_total_ratio"),
+    "data": ("DATASETS", "Dataset", "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist",
+             "make_gaussian_mixture"),
+    "landscape": ("barrier", "collapse_costs", "collapse_path", "compare_spectra", "descent_path",
+                  "hidden_tcv", "max_rise", "member_params", "min_norm_weights", "path_values",
+                  "regularized_objective", "residual_projector", "ridge_readout",
+                  "solve_reduced_problem", "straight_path"),
+    "models": ("ACTIVATIONS", "Architecture", "forward", "from_module", "init_params", "to_module"),
+    "results": ("ResultStore", "check", "environment", "record", "results_dir", "save_run", "save_table"),
+    "spectra": ("dist_to_rank", "energy_rank", "numerical_rank", "relative_dist_to_rank", "svdvals"),
+    "theorem": ("SITE_COLUMNS", "site_quantities"),
+    "train": ("Sweep", "TrainConfig", "grid", "member_losses", "regularized_loss", "train"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+# Submodules offered as attributes of the package, as ``from . import landscape, plots, report`` did.
+_SUBMODULES = ("landscape", "plots", "report", "timing")
+
+__all__ = sorted({*_WHERE, *_SUBMODULES})
+
+
+def __getattr__(name: str):
+    """Import the module holding ``name`` on first access and cache the value in the package."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: ``nrc.train`` stays the function once ``nrc/train.py`` is loaded.
+
+    Importing a submodule binds it as an attribute of the package; for ``train`` that would hide
+    the flat API's function of the same name (the eager imports used to rebind it afterwards).
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if (isinstance(value, types.ModuleType) and name in _WHERE
+                and value.__name__ == f"{__name__}.{name}"):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

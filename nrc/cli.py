@@ -4,6 +4,8 @@
 ``nrc sweep`` with no options runs the embedded default: a synthetic Gaussian mixture (no
 download), a ReLU MLP, five weight decays x two seeds trained as one stacked model on the CPU in
 well under two minutes, and prints per-layer numerical ranks that fall as weight decay grows.
+It ends with three lines: what training cost in this run (members trained, or loaded from the
+cache), where the tables went, and the next command worth running.
 
 Every input is validated by :mod:`nrc.config` before anything is trained or written (output
 folders are probed first); a bad value prints one line naming the option, the value and what is
@@ -17,13 +19,22 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, SweepOptions, check_device, check_writable, sweep_options
+# Only the standard library is imported up front: ``nrc --help`` and ``nrc --version`` must not
+# wait for torch, pandas, matplotlib or pydantic (seconds); each command imports what it needs.
 
-#: Defaults of ``nrc sweep`` (from :class:`nrc.config.SweepOptions`).
-DEFAULTS = SweepOptions().model_dump()
+#: Canonical names accepted by ``--dataset`` (the same as :data:`nrc.data.DATASETS`, spelled out
+#: here so that building the parser imports no torch; a test keeps the two equal).
+DATASETS = ("synthetic", "mnist", "fashion-mnist", "cifar10")
 
 #: Where the current run is, for the Ctrl-C message.
 _STATE: dict = {}
+
+
+def _defaults() -> dict:
+    """Defaults of ``nrc sweep`` (from :class:`nrc.config.SweepOptions`)."""
+    from .config import SweepOptions
+
+    return SweepOptions().model_dump()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +48,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML or JSON file with any of the options below "
                    "(keys with underscores, e.g. weight_decays: [0.001, 0.01]); flags override it")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="synthetic (default: Gaussian mixture), mnist, fashion-mnist or cifar10")
+    g.add_argument("--dataset", choices=DATASETS, help="synthetic (default: Gaussian mixture, no download), "
+                   "mnist, fashion-mnist or cifar10")
     g.add_argument("--data-root", help="root of the data files (torchvision layout); default $NRC_DATA")
     g.add_argument("--download", action="store_true", default=None, help="fetch missing MNIST / Fashion-MNIST / CIFAR-10 "
                    "files into the data root (md5-checked; $NRC_DATA_MIRROR selects the server)")
@@ -74,14 +86,18 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="write tidy.csv, members.csv, spectra.csv and meta.json here")
     g.add_argument("--tol", help="relative tolerance tau of the printed rank, in (0, 1) (default 1e-2)")
     g.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    from .executors import add_executor_arguments
+
+    add_executor_arguments(p)  # --executor local|ray|slurm and its options (book/cluster.md)
 
 
 def _flags(args) -> dict:
-    return {k: getattr(args, k, None) for k in DEFAULTS}
+    return {k: getattr(args, k, None) for k in _defaults()}
 
 
 def _prepare(o: SweepOptions):
     """Check everything that can fail before any data is loaded, trained or written."""
+    from .config import ConfigError, check_device, check_writable
     from .models import Architecture
     from .train import TrainConfig, _validate_members, grid
 
@@ -105,9 +121,19 @@ def _prepare(o: SweepOptions):
 
 
 def run_sweep(args) -> int:
+    """``nrc sweep``: validate, load the data, train (or load from the cache), print, write; exit code."""
+    import time
+
+    from .config import ConfigError, sweep_options
+
     try:
         o = sweep_options(_flags(args), getattr(args, "config", None))
         arch, config, members = _prepare(o)
+        from .executors import executor_from_args
+
+        executor = executor_from_args(args)  # a bad option or a missing engine: one line, exit 2
+        if o.no_cache and executor.kind != "local":
+            raise ValueError(f"--executor {executor.kind} lands its shards in the cache; drop --no-cache")
     except (ConfigError, ValueError) as err:
         print(f"nrc sweep: error: {err}", file=sys.stderr)
         return 2
@@ -142,11 +168,19 @@ def run_sweep(args) -> int:
         _STATE["epoch"] = epoch + 1
 
     _STATE["phase"] = "training"
-    if o.no_cache:
+    store = None if o.no_cache else ResultStore(o.cache_dir)
+    # Counted before training, so the closing line can say what came from the cache.
+    n_cached = 0 if store is None else sum(store.cached(arch, config, data, members))
+    if n_cached == len(members):
+        print(f"all {n_cached} members are in the cache {store.root.absolute()}: loading them, no training",
+              flush=True)
+    start = time.perf_counter()
+    if store is None:
         sweep = train(arch, data, members, config, device=device, progress=progress, callback=on_epoch)
     else:
-        sweep = ResultStore(o.cache_dir).train(arch, data, members, config, device=device, progress=progress,
-                                               callback=on_epoch)
+        sweep = store.train(arch, data, members, config, device=device, progress=progress, executor=executor,
+                            callback=on_epoch if executor.kind == "local" else None)  # shards report no epochs here
+    this_run = time.perf_counter() - start
     _STATE["phase"] = "analysis"
     analysis = analyze(sweep, data)
     if analysis.spectra.empty:
@@ -169,12 +203,41 @@ def run_sweep(args) -> int:
                                                          train_loss=("train_loss", "mean"),
                                                          diverged=("diverged", "sum"))
         print(m)
-    print(f"\ntrained in {sweep.seconds:.1f} s on {sweep.device}")
+    print()
+    print(_training_line(len(members), n_cached, this_run, sweep, store))
     if o.out:
         _STATE["phase"] = "writing"
         save_run(o.out, sweep, analysis, options=o.model_dump())
-        print(f"wrote {o.out}/tidy.csv, members.csv, spectra.csv, meta.json")
+        print(f"tables: wrote tidy.csv, members.csv, spectra.csv and meta.json to {Path(o.out).absolute()}")
+    else:
+        print("tables: printed above only; add --out DIR to write them as CSV (tidy.csv, members.csv, "
+              "spectra.csv, meta.json)")
+    print(f"next: {_next_command(o)}")
     return 0
+
+
+def _training_line(n: int, n_cached: int, seconds: float, sweep, store) -> str:
+    """What training cost in this run, and what came from the cache (never the old time alone)."""
+    where = f" on {sweep.device}"
+    if store is None:
+        return f"trained {n} members in {seconds:.1f} s{where} (--no-cache: nothing cached)"
+    if n_cached == n:
+        return (f"loaded all {n} members from the cache {store.root.absolute()} in {seconds:.1f} s (no training; they "
+                f"took {sweep.seconds:.1f} s{where} when trained); --no-cache retrains")
+    if n_cached:
+        return (f"trained {n - n_cached} members in {seconds:.1f} s{where}, loaded {n_cached} from the cache "
+                f"{store.root.absolute()}")
+    return f"trained {n} members in {seconds:.1f} s{where}; cached in {store.root.absolute()} (a rerun loads them)"
+
+
+def _next_command(o) -> str:
+    """The next command worth running after this sweep."""
+    if not o.out:
+        return ("the same command with --out runs/sweep writes the tables (instant: the members are cached)"
+                if not o.no_cache else "the same command with --out runs/sweep writes the tables")
+    if o.dataset == "synthetic":
+        return "the same sweep on MNIST (an 11 MB download): nrc sweep --dataset mnist --download --out runs/mnist"
+    return "every notebook of the book on its smoke scale (minutes): nrc reproduce --profile smoke --out runs/smoke"
 
 
 def _rank(analysis, tol):
@@ -203,7 +266,10 @@ def run_book_checked(args) -> int:
 
 
 def run_reproduce_checked(args) -> int:
+    """``nrc reproduce``: the output folder is probed before any notebook runs."""
     from datetime import datetime, timezone
+
+    from .config import check_writable
 
     from .runner import run_reproduce
 
@@ -239,39 +305,79 @@ def _reproduce_progress() -> tuple[str | None, int, int]:
     return current, len(done), len(names)
 
 
-def build_parser() -> argparse.ArgumentParser:
+_EXAMPLES = {
+    "nrc": """examples:
+  nrc sweep                                               the main job: synthetic data, seconds, no download
+  nrc sweep --dataset mnist --download --out runs/mnist   the same on MNIST, tables written to runs/mnist
+  nrc reproduce --profile smoke --out runs/smoke          every notebook of the book, small (minutes)
+  nrc book                                                build the book from the committed run""",
+    "sweep": """examples:
+  nrc sweep                                               5 weight decays x 2 seeds on synthetic data
+  nrc sweep --epochs 50 --weight-decays 1e-3,1e-1 --out runs/sweep
+  nrc sweep --dataset mnist --download --per-class 100 --out runs/mnist""",
+    "reproduce": """examples:
+  nrc reproduce --profile smoke --only t2_rank_tcv_bound --out runs/smoke   one notebook, seconds
+  nrc reproduce --profile smoke --out runs/smoke          all notebooks, small (minutes)
+  nrc reproduce --profile full --list                     what the published run ran, with its parameters""",
+    "book": """examples:
+  nrc book                                                the site of the committed run (book/published)
+  nrc book --executed runs/smoke --no-strict              the site of your own run folder
+  nrc book --generate-only                                only the generated pages""",
+}
+
+
+def build_parser(light: bool = False) -> argparse.ArgumentParser:
+    """The ``nrc`` parser.
+
+    Parameters
+    ----------
+    light : bool
+        Leave out the options of ``nrc reproduce`` and ``nrc book`` (their modules import
+        papermill-side and torch-side code): enough for ``nrc --help`` and ``nrc --version``.
+    """
     from . import __version__
 
+    import textwrap
+
+    # RawDescription keeps the examples' columns; the descriptions are wrapped here instead.
+    raw = argparse.RawDescriptionHelpFormatter
+
+    def wrap(text: str) -> str:
+        return textwrap.fill(text, 95)
+
     parser = _Parser(
-        prog="nrc", description="Neural Rank Collapse companion: weight-decay sweeps, spectra, neural "
+        prog="nrc", description=wrap("Neural Rank Collapse companion: weight-decay sweeps, spectra, neural "
         "collapse and the rank-TCV bound (Zangrando et al., arXiv 2402.03991). The main job is "
-        "'nrc sweep': train a weight-decay sweep and print per-layer ranks (try 'nrc sweep --help').",
-        epilog="examples:  nrc sweep   |   nrc sweep --epochs 50 --weight-decays 1e-3,1e-1   |   "
-        "nrc reproduce --profile smoke   |   nrc book")
+        "'nrc sweep': train a weight-decay sweep and print per-layer ranks (try 'nrc sweep --help')."),
+        epilog=_EXAMPLES["nrc"], formatter_class=raw)
     parser.add_argument("--version", action="version", version=f"nrc {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="{sweep,reproduce,book}", parser_class=_Parser)
     sweep = sub.add_parser("sweep", help="(main job) train a weight-decay x seed sweep as one stacked model "
-                           "and print per-layer ranks", description="Train a weight-decay x seed sweep as one "
+                           "and print per-layer ranks", description=wrap("Train a weight-decay x seed sweep as one "
                            "stacked model and print per-layer numerical ranks. With no options: the embedded "
-                           "synthetic default (no download).")
+                           "synthetic default (no download). Trained members are cached (.nrc-cache), so a "
+                           "rerun loads them; --out writes the tables as CSV."),
+                           epilog=_EXAMPLES["sweep"], formatter_class=raw)
     add_sweep_arguments(sweep)
     sweep.set_defaults(func=run_sweep)
-    from .runner import add_reproduce_arguments
-
     rep = sub.add_parser("reproduce", help="run the notebooks of a profile with papermill",
-                         description="Validate a profile, run its notebooks with papermill into book/executed, "
-                         "print the time per notebook, exit non-zero if any failed.")
-    add_reproduce_arguments(rep)
+                         description=wrap("Validate a profile, run its notebooks with papermill into --out "
+                         "(default book/executed), print the time per notebook and, for a failed one, its "
+                         "error; exit non-zero if any failed. A rerun skips notebooks already ok."),
+                         epilog=_EXAMPLES["reproduce"], formatter_class=raw)
     rep.set_defaults(func=run_reproduce_checked)
-    try:
+    book = sub.add_parser("book", help="build the Jupyter Book from the executed notebooks",
+                          description=wrap("Check a run folder of executed notebooks and build the site with "
+                          "jupyter-book into _build/html/ (default: the committed run in book/published)."),
+                          epilog=_EXAMPLES["book"], formatter_class=raw)
+    book.set_defaults(func=run_book_checked)
+    if not light:
         from .book import add_book_arguments
-    except ImportError:  # the book module is optional
-        add_book_arguments = None
-    if add_book_arguments is not None:
-        book = sub.add_parser("book", help="build the Jupyter Book from the executed notebooks")
+        from .runner import add_reproduce_arguments
+
+        add_reproduce_arguments(rep)
         add_book_arguments(book)
-        book.set_defaults(func=run_book_checked)
     return parser
 
 
@@ -307,17 +413,13 @@ def main(argv=None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     _STATE.clear()
-    import warnings
-
-    from .safeload import NrcWarning
-
-    default_format = warnings.formatwarning
-    warnings.formatwarning = lambda message, category, *a, **k: (
-        f"warning: {message}\n" if issubclass(category, NrcWarning) else default_format(message, category, *a, **k))
-    parser = build_parser()
     if not argv:
-        parser.print_help()
+        build_parser(light=True).print_help()
         return 0
+    if argv[0] in ("-h", "--help", "--version"):
+        build_parser(light=True).parse_args(argv)  # prints and exits (SystemExit 0)
+    # Only reproduce and book need their modules' options (and the imports behind them).
+    parser = build_parser(light=argv[0] not in ("reproduce", "book"))
     first = argv[0]
     commands = {"sweep", "reproduce", "book"}
     if first not in commands and first not in ("-h", "--help", "--version"):
@@ -328,6 +430,13 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
+    import warnings
+
+    from .safeload import NrcWarning  # imports torch: only once a command runs
+
+    default_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *a, **k: (
+        f"warning: {message}\n" if issubclass(category, NrcWarning) else default_format(message, category, *a, **k))
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -337,10 +446,12 @@ def main(argv=None) -> int:
             traceback.print_exc()
         print(f"\n{_interrupted()}", file=sys.stderr)
         return 130
-    except ConfigError as err:
-        print(f"nrc {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except Exception as err:  # noqa: BLE001 - no traceback reaches a CLI user
+        from .config import ConfigError
+
+        if isinstance(err, ConfigError):
+            print(f"nrc {args.command}: error: {err}", file=sys.stderr)
+            return 2
         if debug:
             raise
         print(f"nrc {args.command}: error: {type(err).__name__}: {_one_line(err)} "

@@ -286,23 +286,23 @@ def notebook_table(notebooks: Path = REPO_ROOT / "notebooks",
     """Markdown table: each notebook's Colab and Binder links and the data it downloads.
 
     The data come from the notebook's ``dataset``/``datasets`` parameter: its default and the
-    ``smoke`` profile's value, and separately the ``paper`` profile's value.
+    ``smoke`` profile's value, and separately the ``full`` and the ``paper`` profile's values.
     """
     import yaml
 
     from .profiles import notebook_parameters
 
     profile = {p: (yaml.safe_load((profiles / f"{p}.yaml").read_text()) or {}).get("notebooks", {})
-               for p in ("smoke", "paper")}
-    rows = ["| notebook | open | data it downloads (defaults, `smoke`) | with `paper` |",
-            "| --- | --- | --- | --- |"]
+               for p in ("smoke", "full", "paper")}
+    rows = ["| notebook | open | data it downloads (defaults, `smoke`) | with `full` | with `paper` |",
+            "| --- | --- | --- | --- | --- |"]
     for path in _notebooks(notebooks):
         name, params = path.stem, notebook_parameters(path)
         keys = [k for k in ("dataset", "datasets") if k in params]
         default = [params[k].default for k in keys] + [profile["smoke"].get(name, {}).get(k) for k in keys]
-        paper = [profile["paper"].get(name, {}).get(k, params[k].default) for k in keys]
+        full, paper = ([profile[p].get(name, {}).get(k, params[k].default) for k in keys] for p in ("full", "paper"))
         rows.append(f"| `{name}` | [Colab]({colab_url(name)}) · [Binder]({binder_url(name)}) | "
-                    f"{_datasets(default)} | {_datasets(paper)} |")
+                    f"{_datasets(default)} | {_datasets(full)} | {_datasets(paper)} |")
     return "\n".join(rows) + "\n"
 
 

@@ -1,8 +1,22 @@
-"""Shared fixtures. The notebook tests read the records of one smoke run of all notebooks."""
+"""Shared fixtures: real data sets, and one smoke run of all notebooks read by the notebook tests.
+
+Data. A test that needs a real data set asks the ``need_data`` fixture for it. A data set found
+under the data root (``$NRC_DATA``, else ``../shared/data`` beside the checkout, else
+``~/.cache/nrc/data``; Fashion-MNIST also in Debian's package folder) is used as is; a missing one
+is downloaded there, md5-checked, when the machine is online. Offline and missing, the test is
+skipped with one line naming the data set, the folder and the layout expected, unless
+``NRC_REQUIRE_DATA=1`` (set by ``.ci/run``), which turns that skip into a failure.
+
+Smoke run. The notebook tests read the records of one run of the ``smoke`` profile, shared by
+the session. Notebooks whose data set is unavailable are left out of the run (their tests skip
+as above); a notebook that fails fails only its own tests, with its own error in a few lines.
+"""
 from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -14,6 +28,120 @@ EXECUTED = REPO / "book" / "executed"
 if not os.environ.get("NRC_DATA") and (REPO.parent / "shared" / "data").is_dir():
     os.environ["NRC_DATA"] = str(REPO.parent / "shared" / "data")
 os.environ.setdefault("NRC_PROGRESS", "0")
+
+#: The layout each data set needs under the data root (torchvision's), for the skip message.
+LAYOUT = {
+    "mnist": "MNIST/raw/ (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+             "t10k-labels-idx1-ubyte.gz)",
+    "fashion-mnist": "FashionMNIST/raw/ (the same four idx .gz names; or Debian's dataset-fashion-mnist)",
+    "cifar10": "cifar-10-batches-py/ (data_batch_1..5, test_batch)",
+}
+TITLE = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+# Seconds per download attempt: offline, a machine with a black-holed network must not spend the
+# data loader's 60 s per try before the test is skipped.
+_PROBE_TIMEOUT_S = 15
+_DATA_PROBLEMS: dict[str, str | None] = {}
+
+
+def require_data() -> bool:
+    """``NRC_REQUIRE_DATA=1``: a missing data set fails its tests instead of skipping them."""
+    return os.environ.get("NRC_REQUIRE_DATA", "") not in ("", "0")
+
+
+def data_problem(name: str) -> str | None:
+    """None when data set ``name`` can be loaded (found, or downloaded now); else one line why not.
+
+    Tried once per session: loading reads the files when present, otherwise downloads them
+    (md5-checked, into the data root) first.
+    """
+    if name not in _DATA_PROBLEMS:
+        from nrc import data
+
+        saved = data._TIMEOUT_S
+        data._TIMEOUT_S = _PROBE_TIMEOUT_S
+        try:
+            data.load_dataset(name, per_class=1, test_per_class=0, download=True)
+            _DATA_PROBLEMS[name] = None
+        except Exception as err:  # noqa: BLE001 - any failure is the one line the skip shows
+            last = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            cause = next((ln for ln in last if "://" in ln), last[0] if last else type(err).__name__)
+            cause = re.sub(r"https?://([^/\s]+)\S*", r"\1", cause)  # the host says enough
+            _DATA_PROBLEMS[name] = (
+                f"{TITLE[name]} is not in the data root {data.data_root()} and could not be downloaded "
+                f"({cause[:200]}); offline, set NRC_DATA to a folder holding {LAYOUT[name]}")
+        finally:
+            data._TIMEOUT_S = saved
+    return _DATA_PROBLEMS[name]
+
+
+def skip_without(name: str) -> None:
+    """Skip (or, with ``NRC_REQUIRE_DATA=1``, fail) the calling test when data set ``name`` is missing."""
+    why = data_problem(name)
+    if why is None:
+        return
+    if require_data():
+        pytest.fail(f"NRC_REQUIRE_DATA=1 but {why}", pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture
+def need_data():
+    """``need_data(name)`` -> the data root holding ``name``; skips the test when unavailable."""
+    from nrc.data import data_root
+
+    def need(name: str) -> Path:
+        skip_without(name)
+        return data_root()
+
+    return need
+
+
+# --------------------------------------------------------------------------------------------
+# The smoke run
+
+
+def notebook_datasets(profile, notebooks_dir: Path) -> dict[str, set[str]]:
+    """Notebook -> the real data sets it loads under ``profile`` (from ``dataset``/``datasets``)."""
+    from nrc.profiles import notebook_parameters
+
+    needs = {}
+    for name, values in profile.notebooks.items():
+        params = notebook_parameters(notebooks_dir / f"{name}.ipynb")
+        found = set()
+        for key in ("dataset", "datasets"):
+            if key in params:
+                value = values.get(key, params[key].default)
+                found.update(value if isinstance(value, (list, tuple)) else [value])
+        needs[name] = {d for d in found if d in TITLE}
+    return needs
+
+
+@dataclass
+class SmokeRun:
+    """Where the smoke run lies, and which notebooks failed in it or were left out of it."""
+
+    out: Path
+    failures: dict[str, str] = field(default_factory=dict)  # notebook -> its error, a few lines
+    left_out: dict[str, str] = field(default_factory=dict)  # notebook -> why (a data set missing)
+
+
+def run_smoke(profile_name: str, notebooks_dir: Path, out: Path) -> SmokeRun:
+    """Run ``profile_name``'s notebooks into ``out``, leaving out those whose data are missing."""
+    from nrc.profiles import load_profile
+    from nrc.runner import reproduce
+
+    profile = load_profile(profile_name, notebooks_dir=notebooks_dir)
+    left_out = {}
+    for name, datasets in notebook_datasets(profile, notebooks_dir).items():
+        why = next((w for w in map(data_problem, sorted(datasets)) if w), None)
+        if why:
+            left_out[name] = why
+    names = [n for n in profile.notebooks if n not in left_out]
+    failures = {}
+    if names:
+        report = reproduce(profile, only=names, notebooks_dir=notebooks_dir, out_dir=out, resume=False)
+        failures = {r.name: r.details or r.error or "failed" for r in report.runs if not r.ok}
+    return SmokeRun(out, failures, left_out)
 
 
 def _smoke_reusable(out: Path) -> str | None:
@@ -50,40 +178,66 @@ def _smoke_reusable(out: Path) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def smoke_dir(tmp_path_factory) -> Path:
-    """Where the smoke run lies: a fresh temporary folder, or a reused earlier run.
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """The smoke run: executed once per session into a temporary folder, or an earlier one reused.
 
-    By default the smoke profile is executed (all notebooks, via the runner) into a temporary
-    folder, never into the repository. ``NRC_SMOKE_DONE=1`` reuses the run in ``$NRC_SMOKE_OUT``
-    (default ``book/executed``) instead, but only when it matches the current commit, profile
-    and sources (see :func:`_smoke_reusable`); otherwise the test session fails with the reason.
+    By default the smoke profile is executed (via the runner) into a temporary folder, never into
+    the repository. ``NRC_SMOKE_DONE=1`` reuses the run in ``$NRC_SMOKE_OUT`` (default
+    ``book/executed``) instead, but only when it matches the current commit, profile and sources
+    (see :func:`_smoke_reusable`); otherwise the test session fails with the reason.
+    ``NRC_SMOKE_PROFILE`` and ``NRC_SMOKE_NOTEBOOKS`` run another profile / notebook folder (the
+    tests of this fixture use them).
     """
     if os.environ.get("NRC_SMOKE_DONE") == "1":
         out = Path(os.environ.get("NRC_SMOKE_OUT") or EXECUTED).resolve()
         why = _smoke_reusable(out)
         assert why is None, f"NRC_SMOKE_DONE=1 but the smoke run cannot be reused: {why}"
-        return out
-    from nrc.profiles import load_profile
-    from nrc.runner import reproduce
+        return SmokeRun(out)
+    notebooks = Path(os.environ.get("NRC_SMOKE_NOTEBOOKS") or REPO / "notebooks")
+    return run_smoke(os.environ.get("NRC_SMOKE_PROFILE") or "smoke", notebooks,
+                     tmp_path_factory.mktemp("smoke-run"))
 
-    out = tmp_path_factory.mktemp("smoke-run")
-    report = reproduce(load_profile("smoke", notebooks_dir=REPO / "notebooks"),
-                       notebooks_dir=REPO / "notebooks", out_dir=out, resume=False)
-    assert report.ok, f"smoke run failed: {report.failures}"
-    return out
+
+@pytest.fixture(scope="session")
+def smoke_dir(smoke_run) -> Path:
+    """Where the smoke run lies."""
+    return smoke_run.out
 
 
 @pytest.fixture(scope="session")
 def smoke_records(smoke_dir) -> dict:
-    """Every notebook record of the smoke run, by notebook name."""
-    records = {p.stem: json.loads(p.read_text()) for p in (smoke_dir / "results").glob("*.json")}
-    assert records, f"no notebook records found under {smoke_dir / 'results'}"
-    return records
+    """Every notebook record of the smoke run, by notebook name (failed notebooks have none)."""
+    return {p.stem: json.loads(p.read_text()) for p in (smoke_dir / "results").glob("*.json")}
 
 
 @pytest.fixture
-def record(smoke_records, request):
-    """The record of the notebook named by the test's ``notebook`` mark."""
+def record(smoke_run, smoke_records, request):
+    """The record of the notebook named by the test's ``notebook`` mark.
+
+    Its own failure fails the test with the notebook's error; a notebook left out of the run for
+    want of data skips it (fails with ``NRC_REQUIRE_DATA=1``).
+    """
     name = request.node.get_closest_marker("notebook").args[0]
+    if name in smoke_run.left_out:
+        why = smoke_run.left_out[name]
+        if not require_data():
+            pytest.skip(f"{name} not run: {why}")
+        request.node.notebook_failure = f"NRC_REQUIRE_DATA=1 but {name} could not run: {why}"
+        return {}
+    if name in smoke_run.failures:
+        # Reported by pytest_runtest_call below: the test then *fails* (not a set-up error) with
+        # the notebook's own error, like any failing assertion of its own.
+        request.node.notebook_failure = (f"notebook {name} failed in the smoke run "
+                                         f"({smoke_run.out / (name + '.ipynb')}):\n{smoke_run.failures[name]}")
+        return {}
     assert name in smoke_records, f"notebook {name} wrote no record (did it run?)"
     return smoke_records[name]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    """Fail a test whose notebook failed in (or, with ``NRC_REQUIRE_DATA=1``, was left out of) the
+    smoke run, with that notebook's reason only."""
+    failure = getattr(item, "notebook_failure", None)
+    if failure:
+        pytest.fail(failure, pytrace=False)

@@ -377,11 +377,10 @@ def serve(monkeypatch):
         srv.server_close()
 
 
-def shared_root() -> Path:
-    root = offline_mnist_root()
-    if root is None:
-        pytest.skip("no offline MNIST: neither $NRC_DATA/MNIST/raw nor ../shared/data/MNIST/raw")
-    return root
+@pytest.fixture
+def mnist_root(need_data) -> Path:
+    """A data root holding the real MNIST files (fetched when online; the test skips offline)."""
+    return need_data("mnist")
 
 
 def md5_of(path: Path) -> str:
@@ -392,8 +391,8 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*")) if directory.exists() else []
 
 
-def test_download_from_a_mirror_fetches_verified_files(tmp_path, serve):
-    source = shared_root()
+def test_download_from_a_mirror_fetches_verified_files(tmp_path, serve, mnist_root):
+    source = mnist_root
     srv, url = serve(source)
     root = tmp_path / "cache"
     ds = load_mnist(root, download=True, mirrors=url, per_class=3, test_per_class=2)
@@ -408,8 +407,8 @@ def test_download_from_a_mirror_fetches_verified_files(tmp_path, serve):
     assert len(srv.requests) == 4
 
 
-def test_download_mirror_from_the_environment_and_the_official_list(tmp_path, serve, monkeypatch):
-    srv, url = serve(shared_root())
+def test_download_mirror_from_the_environment_and_the_official_list(tmp_path, serve, monkeypatch, mnist_root):
+    srv, url = serve(mnist_root)
     monkeypatch.setenv("NRC_DATA_MIRROR", url)
     assert load_dataset("mnist", root=tmp_path / "a", download=True, per_class=1).n_train == 10
     monkeypatch.delenv("NRC_DATA_MIRROR")
@@ -419,10 +418,10 @@ def test_download_mirror_from_the_environment_and_the_official_list(tmp_path, se
     assert "/nowhere/train-images-idx3-ubyte.gz" in srv.requests
 
 
-def test_cli_download_flag_fetches_from_the_mirror(tmp_path, serve, monkeypatch, capsys):
+def test_cli_download_flag_fetches_from_the_mirror(tmp_path, serve, monkeypatch, capsys, mnist_root):
     from nrc.cli import main
 
-    _, url = serve(shared_root())
+    _, url = serve(mnist_root)
     root = tmp_path / "root"
     argv = ["sweep", "--dataset", "mnist", "--data-root", str(root), "--per-class", "2",
             "--epochs", "1", "--seeds", "0", "--weight-decays", "0.1", "--widths", "8",
@@ -436,8 +435,8 @@ def test_cli_download_flag_fetches_from_the_mirror(tmp_path, serve, monkeypatch,
         f"{n}.gz" for n in IDX_NAMES)
 
 
-def test_download_checksum_mismatch_leaves_nothing(tmp_path, serve):
-    _, url = serve(shared_root(), mode="corrupt")
+def test_download_checksum_mismatch_leaves_nothing(tmp_path, serve, mnist_root):
+    _, url = serve(mnist_root, mode="corrupt")
     with pytest.raises(RuntimeError) as err:
         load_mnist(tmp_path, download=True, mirrors=url)
     message = str(err.value)
@@ -446,16 +445,16 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path, serve):
     assert leftovers(tmp_path / "MNIST" / "raw") == []
 
 
-def test_download_cut_midway_is_retried_once(tmp_path, serve):
-    srv, url = serve(shared_root(), mode="cut-once")
+def test_download_cut_midway_is_retried_once(tmp_path, serve, mnist_root):
+    srv, url = serve(mnist_root, mode="cut-once")
     ds = load_mnist(tmp_path, download=True, mirrors=url, per_class=1)
     assert ds.n_train == 10
     assert len(srv.requests) == 8  # every file: a cut transfer, then a complete one
     assert leftovers(tmp_path / "MNIST" / "raw") == sorted(f"{n}.gz" for n in IDX_NAMES)
 
 
-def test_download_always_cut_is_a_clear_error_without_partial_files(tmp_path, serve):
-    srv, url = serve(shared_root(), mode="cut")
+def test_download_always_cut_is_a_clear_error_without_partial_files(tmp_path, serve, mnist_root):
+    srv, url = serve(mnist_root, mode="cut")
     with pytest.raises(RuntimeError) as err:
         load_mnist(tmp_path, download=True, mirrors=url)
     message = str(err.value)
@@ -479,6 +478,23 @@ def test_offline_without_files_names_what_to_set(tmp_path, monkeypatch):
         load_mnist(tmp_path)
     message = str(err.value)
     assert "$NRC_DATA" in message and "download=True" in message and "--download" in message
+
+
+@pytest.mark.parametrize("loader", [load_mnist, load_fashion_mnist, load_cifar10])
+def test_failed_download_leaves_no_new_folders(loader, tmp_path, monkeypatch):
+    """Offline, a download that fails removes the folders it created: the root is as before."""
+    monkeypatch.delenv("NRC_DATA_MIRROR", raising=False)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    with socket.socket() as sock:  # a port nobody listens on: connection refused, like offline
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    (tmp_path / "root" / "mine").mkdir(parents=True)  # something of the user's, left alone
+    with pytest.raises(RuntimeError, match="could not download"):
+        loader(tmp_path / "root" / "data", download=True, mirrors=dead)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["root", "root/mine"]
+    with pytest.raises(RuntimeError, match="could not download"):  # a root that exists stays
+        loader(tmp_path / "root", download=True, mirrors=dead)
+    assert [p.name for p in (tmp_path / "root").iterdir()] == ["mine"]
 
 
 def test_truncated_gz_on_disk_names_the_file_and_the_fix(tmp_path, fake_mnist_arrays):
@@ -566,17 +582,8 @@ def test_load_dataset_dispatch(tmp_path, fake_mnist_arrays):
 # --------------------------------------------------------------------------------------------
 
 
-def offline_mnist_root() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[1].parent / "shared" / "data"]
-    if os.environ.get("NRC_DATA"):
-        candidates.insert(0, Path(os.environ["NRC_DATA"]))
-    return next((c for c in candidates if (c / "MNIST" / "raw").is_dir()), None)
-
-
-def test_real_offline_mnist():
-    root = offline_mnist_root()
-    if root is None:
-        pytest.skip("no offline MNIST: neither $NRC_DATA/MNIST/raw nor ../shared/data/MNIST/raw")
+def test_real_mnist(mnist_root):
+    root = mnist_root
     ds = load_mnist(root, per_class=10, test_per_class=10)
     assert ds.x_train.shape == (100, 784) and ds.x_test.shape == (100, 784)
     assert ds.num_classes == 10
