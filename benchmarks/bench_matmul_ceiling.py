@@ -17,7 +17,8 @@ ratio of GFLOP/s is the ratio of times. The machine's load average is recorded b
 
 Usage (the numbers in book/performance.md come from the first form)::
 
-    python benchmarks/bench_matmul_ceiling.py                        # full-profile E1 shapes
+    python benchmarks/bench_matmul_ceiling.py                        # full-profile E1 shapes, into runs/bench/
+    python benchmarks/bench_matmul_ceiling.py --update-committed     # and refresh benchmarks/matmul_ceiling.*
     python benchmarks/bench_matmul_ceiling.py --threads 1,2 --repeats 5 --out /tmp/b.json
 """
 from __future__ import annotations
@@ -149,7 +150,10 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/matmul_ceiling.json"))
+    p.add_argument("--out", type=Path, default=Path("runs/bench/matmul_ceiling.json"),
+                   help="JSON written here, with its Markdown table beside it (default under runs/, ignored by git)")
+    p.add_argument("--update-committed", action="store_true",
+                   help="also refresh the committed table benchmarks/matmul_ceiling.json/.md (book/performance.md)")
     a = p.parse_args(argv)
     try:
         widths = [int(v) for v in a.widths.split(",")]
@@ -180,6 +184,11 @@ def main(argv=None):
     a.out.write_text(json.dumps(report, indent=2, default=str))
     a.out.with_suffix(".md").write_text(markdown(report))
     print(f"wrote {a.out} and {a.out.with_suffix('.md')}")
+    if a.update_committed:
+        committed = Path(__file__).resolve().parent / "matmul_ceiling.json"
+        committed.write_text(json.dumps(report, indent=2, default=str))
+        committed.with_suffix(".md").write_text(markdown(report))
+        print(f"refreshed the committed {committed} and {committed.with_suffix('.md')}")
     return 0
 
 

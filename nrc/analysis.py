@@ -15,6 +15,7 @@ from . import spectra
 from .data import Dataset
 from .models import Architecture, forward
 from .theorem import site_quantities
+from .timing import timed
 from .train import Sweep, member_losses
 
 __all__ = ["Analysis", "analyze", "analyze_model"]
@@ -59,7 +60,8 @@ def _member_frame(members: list[dict], info: list[dict] | None) -> pd.DataFrame:
     return df
 
 
-def analyze(sweep: Sweep, data, *, partition: str = "labels", member_info: list[dict] | None = None,
+@timed("analysis")
+def analyze(sweep: Sweep, data, *, partition="labels", member_info: list[dict] | None = None,
             device=None, member_chunk: int = 8, seed: int = 0) -> Analysis:
     """Measure every member of a trained sweep on its training data.
 
@@ -70,8 +72,10 @@ def analyze(sweep: Sweep, data, *, partition: str = "labels", member_info: list[
     data : Dataset or list of Dataset
         The training data of the sweep (one per member if it was trained that way). The test
         split, if present, gives the test accuracy.
-    partition : {"labels", "kmeans"}
-        Partition used for the within-class residuals ``R`` of Theorem A.
+    partition : {"labels", "kmeans", "random"}, callable or Tensor
+        Partition used for the within-class residuals ``R`` of Theorem A (any partition gives a
+        bound): see :func:`nrc.site_quantities`. A tensor of group labels of shape (M, N) has one
+        row per member of the sweep (diverged members' rows are dropped with them).
     member_info : list of dict, optional
         Extra per-member columns (e.g. the data spread of each member).
     device : optional
@@ -79,7 +83,7 @@ def analyze(sweep: Sweep, data, *, partition: str = "labels", member_info: list[
     member_chunk : int
         Members measured at once.
     seed : int
-        Seed of the k-means partition (``partition="kmeans"``).
+        Seed of the ``"kmeans"`` and ``"random"`` partitions.
 
     Returns
     -------
@@ -104,6 +108,8 @@ def analyze(sweep: Sweep, data, *, partition: str = "labels", member_info: list[
     members = members.merge(stats, on="member", how="left")
     if len(idx) == 0:
         return Analysis(pd.DataFrame(), members, pd.DataFrame())
+    if isinstance(partition, torch.Tensor) and partition.ndim == 2:
+        partition = partition[idx]  # rows of the members kept
     sites = site_quantities(sweep.arch, params, xs.to(device), ys.to(device), wd, loss=sweep.config.loss,
                             regularize_bias=sweep.config.regularize_bias, partition=partition,
                             member_chunk=member_chunk, seed=seed)
@@ -188,8 +194,9 @@ def _loss_convention(loss, weight_decay: float, num_classes: int, n_samples: int
     return name, weight_decay / scale, f"{type(loss).__name__}(reduction={reduction!r})"
 
 
+@timed("analysis")
 def analyze_model(model: torch.nn.Module, data: Dataset, *, loss="ce", weight_decay: float,
-                  partition: str = "labels") -> Analysis:
+                  partition="labels") -> Analysis:
     """Analyse a user's own feed-forward torch model (trained anywhere) on a labelled data set.
 
     Parameters
@@ -215,8 +222,8 @@ def analyze_model(model: torch.nn.Module, data: Dataset, *, loss="ce", weight_de
     weight_decay : float
         The coupled L2 weight decay ``lambda`` it was trained with (> 0), as given to
         ``torch.optim.SGD(weight_decay=...)`` (the gradient of ``lambda/2 ||W||^2``).
-    partition : {"labels", "kmeans"}
-        Partition of the within-class residuals.
+    partition : {"labels", "kmeans", "random"}, callable or Tensor
+        Partition of the within-class residuals (see :func:`nrc.site_quantities`).
 
     Returns
     -------

@@ -34,6 +34,8 @@ __all__ = [
     "nc1",
     "nc2",
     "kmeans",
+    "class_stats",
+    "nc1_from_stats",
 ]
 
 
@@ -94,6 +96,42 @@ def within_class(Z, labels, num_classes: int) -> torch.Tensor:
     Z, labels = _prep(Z, labels, num_classes)
     means, _ = class_means(Z, labels, num_classes)
     return Z - one_hot(labels, num_classes) @ means
+
+
+def class_stats(Z: torch.Tensor, labels: torch.Tensor, num_classes: int):
+    """Class means, sizes and within-class residuals of float64 ``Z`` (N, d), computed once.
+
+    The unchecked core of :func:`class_means` / :func:`within_class` for callers that have
+    already validated ``Z`` and ``labels`` and need several statistics of one partition
+    (:func:`nrc.theorem.site_quantities` reads TCV, NC1 and ``tr Sigma_W / tr Sigma_T`` from one
+    call instead of recomputing the means per metric). Same arithmetic: ``E^T Z / n_k`` for the
+    means; the residual subtracts each sample's own class mean, which equals ``E @ means``
+    exactly (a one-hot row picks one mean and adds zeros).
+
+    Returns
+    -------
+    means : Tensor (K, d), counts : Tensor (K,), R : Tensor (N, d)
+    """
+    E = one_hot(labels, num_classes)
+    counts = E.sum(-2)
+    means = (E.transpose(-1, -2) @ Z) / counts.clamp_min(1).unsqueeze(-1)
+    return means, counts, Z - means[labels]
+
+
+def nc1_from_stats(Z: torch.Tensor, means: torch.Tensor, R: torch.Tensor, *, rtol: float = 1e-12):
+    """:func:`nc1` from :func:`class_stats` of ``Z`` (N, d); every class must be non-empty."""
+    C = means - Z.mean(-2, keepdim=True)
+    return _nc1_core(C, R, Z.shape[-2], rtol)
+
+
+def _nc1_core(C, R, N, rtol):
+    gram = C @ C.transpose(-1, -2)  # (..., K, K)
+    evals, U = torch.linalg.eigh(gram)
+    keep = evals > rtol * evals.amax(-1, keepdim=True)
+    inv2 = torch.where(keep, 1.0 / evals.clamp_min(torch.finfo(torch.float64).tiny) ** 2, 0.0)
+    Q = (R @ C.transpose(-1, -2)) @ U  # (..., N, K)
+    value = ((Q * Q).sum(-2) * inv2).sum(-1) / N
+    return torch.where(keep.any(-1), value, torch.full_like(value, float("nan")))
 
 
 def tcv(Z, labels, num_classes: int, *, kind: str = "squared", normalize: bool = True):
@@ -162,13 +200,7 @@ def nc1(Z, labels, num_classes: int, *, rtol: float = 1e-12):
     """
     Z, labels, means, C = _centred_means(Z, labels, num_classes, "nc1")
     R = Z - one_hot(labels, num_classes) @ means
-    gram = C @ C.transpose(-1, -2)  # (..., K, K)
-    evals, U = torch.linalg.eigh(gram)
-    keep = evals > rtol * evals.amax(-1, keepdim=True)
-    inv2 = torch.where(keep, 1.0 / evals.clamp_min(torch.finfo(torch.float64).tiny) ** 2, 0.0)
-    Q = (R @ C.transpose(-1, -2)) @ U  # (..., N, K)
-    value = ((Q * Q).sum(-2) * inv2).sum(-1) / Z.shape[-2]
-    return torch.where(keep.any(-1), value, torch.full_like(value, float("nan")))
+    return _nc1_core(C, R, Z.shape[-2], rtol)
 
 
 def _centred_means(Z, labels, num_classes: int, what: str):
@@ -256,30 +288,52 @@ def kmeans(Z, num_clusters: int, *, seed: int = 0, iters: int = 100, n_init: int
                          f"got {num_clusters!r}")
     gen = torch.Generator().manual_seed(seed)
     zz = (Z * Z).sum(1, keepdim=True)
+    K = int(num_clusters)
 
     def sq_dist(C):  # (N, k) squared distances by one matrix product (cdist is ~3x slower here)
         return (zz - 2.0 * (Z @ C.T) + (C * C).sum(1)).clamp_min(0.0)
 
-    best, best_cost = None, float("inf")
+    # k-means++ seeding of every restart first, in the order the generator was always used
+    inits = []
     for _ in range(n_init):
         first = int(torch.randint(N, (1,), generator=gen))
         centers = [Z[first]]
-        for _ in range(1, num_clusters):
+        for _ in range(1, K):
             d2 = sq_dist(torch.stack(centers)).amin(1)
             prob = (d2 / d2.sum()).cpu() if d2.sum() > 0 else torch.full((N,), 1.0 / N)
             centers.append(Z[int(torch.multinomial(prob, 1, generator=gen))])
-        C = torch.stack(centers)
-        for _ in range(iters):
-            assign = sq_dist(C).argmin(1)
-            onehot = torch.nn.functional.one_hot(assign, num_clusters).to(Z.dtype)
-            counts = onehot.sum(0)
-            # an empty cluster keeps its centre (it is filled after the loop)
-            newC = torch.where(counts[:, None] > 0, (onehot.T @ Z) / counts.clamp_min(1.0)[:, None], C)
-            if torch.equal(newC, C):
-                break
-            C = newC
-        assign = _fill_empty(Z, C, assign, num_clusters)
-        cost = float(((Z - C[assign]) ** 2).sum())
+        inits.append(torch.stack(centers))
+    # Lloyd iterations of all restarts at once: one (N, d) x (d, R K) product per iteration instead
+    # of R narrow ones; a restart stops changing once its centres are fixed, as when run alone
+    C = torch.stack(inits)  # (R, K, d)
+    last = torch.zeros(n_init, N, dtype=torch.long, device=Z.device)  # each restart's latest assignment
+    running = torch.ones(n_init, dtype=torch.bool, device=Z.device)
+    offsets = (torch.arange(n_init, device=Z.device) * K).unsqueeze(1)
+    for _ in range(iters):
+        act = torch.nonzero(running).flatten()
+        Ca = C[act]  # (A, K, d)
+        A = Ca.shape[0]
+        dist = sq_dist(Ca.reshape(A * K, -1)).view(N, A, K)
+        assign = dist.argmin(2).T  # (A, N)
+        last[act] = assign
+        flat = (assign + offsets[:A]).reshape(-1)
+        onehot = torch.zeros(A * K, N, dtype=Z.dtype, device=Z.device)
+        onehot.view(-1)[flat * N + torch.arange(N, device=Z.device).repeat(A)] = 1.0
+        counts = onehot.sum(1)
+        sums = onehot @ Z  # (A K, d)
+        # an empty cluster keeps its centre (it is filled after the loop)
+        newC = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1.0)[:, None],
+                           Ca.reshape(A * K, -1)).view(A, K, -1)
+        same = (newC == Ca).flatten(1).all(1)
+        C[act] = newC
+        running[act[same]] = False
+        if not bool(running.any()):
+            break
+    best, best_cost = None, float("inf")
+    for r in range(n_init):
+        # the assignment that produced the final centres (= their own once converged)
+        assign = _fill_empty(Z, C[r], last[r], K)
+        cost = float(((Z - C[r][assign]) ** 2).sum())
         if cost < best_cost:
             best, best_cost = assign, cost
     return best

@@ -32,6 +32,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from .timing import timed as _timed
+
 try:
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
 except ImportError:  # NumPy < 1.26 has no numpy._core
@@ -504,9 +506,35 @@ def _download(urls: tuple[str, ...], target: Path, md5: str | None) -> None:
     Bytes go to a temporary file in the target directory that replaces ``target`` only once
     complete and verified, so an interrupted or corrupt download never leaves a partial file.
     A transfer cut short is retried once (``_ATTEMPTS``) before the next URL is tried; a wrong
-    checksum or an HTTP error moves on to the next URL at once.
+    checksum or an HTTP error moves on to the next URL at once. When every URL fails, the folders
+    this call created for ``target`` are removed again (those still empty).
     """
+    created = _missing_dirs(target.parent)
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _download_into(urls, target, md5)
+    except BaseException:
+        # A failed download (offline, Ctrl-C) leaves no empty folders behind: a later look at
+        # the data root must not find FashionMNIST/raw/ and think the data set is half there.
+        for folder in created:
+            try:
+                folder.rmdir()  # only if empty; deepest first
+            except OSError:
+                break
+        raise
+
+
+def _missing_dirs(folder: Path) -> list[Path]:
+    """The folders ``mkdir(parents=True)`` would create for ``folder``, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _download_into(urls: tuple[str, ...], target: Path, md5: str | None) -> None:
+    """The body of :func:`_download` once ``target.parent`` exists."""
     errors = []
     for url in urls:
         for attempt in range(1, _ATTEMPTS + 1):
@@ -964,6 +992,7 @@ def load_cifar10(
     )
 
 
+@_timed("data")  # nrc.timing: loading counts as the notebook's "data" phase
 def load_dataset(name: str, **kwargs: Any) -> Dataset:
     """Load a dataset by name, forwarding ``kwargs`` to its loader.
 

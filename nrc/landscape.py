@@ -28,6 +28,7 @@ import torch
 
 from .collapse import class_means, one_hot, within_class
 from .models import ACTIVATIONS, Architecture, forward, init_params
+from .timing import timed
 from .train import member_losses
 
 __all__ = [
@@ -129,6 +130,7 @@ def min_norm_weights(Z, T, *, rcond: float = 1e-10) -> tuple[torch.Tensor, float
     return W, res
 
 
+@timed("analysis")
 def collapse_costs(arch: Architecture, params: dict, x, labels, *, rcond: float = 1e-10) -> list[dict]:
     """Downstream minimum-norm costs before and after collapsing the features after layer ``l0``.
 
@@ -279,6 +281,7 @@ def regularized_objective(arch: Architecture, params: dict, x, y, weight_decay: 
     return value
 
 
+@timed("analysis")
 def hidden_tcv(arch: Architecture, params: dict, x, labels, *, relative: bool = True,
                reduce: str = "sum") -> torch.Tensor:
     """Within-class variability of the hidden layers (differentiable), zero exactly at DNC1.
@@ -390,6 +393,7 @@ def _lbfgs_iterates(params: dict, objective, steps: int, *, check_points: int = 
     return out
 
 
+@timed("analysis")
 def descent_path(arch: Architecture, params: dict, x, y, weight_decay: float, *, loss: str = "mse",
                  steps: int = 200, check_points: int = 4, regularize_bias: bool = True) -> list[dict]:
     """Waypoints of a descent path of ``L_lambda``: the start and each L-BFGS iterate.
@@ -408,6 +412,7 @@ def descent_path(arch: Architecture, params: dict, x, y, weight_decay: float, *,
     return [start] + _lbfgs_iterates(start, obj, steps, check_points=check_points)
 
 
+@timed("analysis")
 def collapse_path(arch: Architecture, params: dict, x, y, weight_decay: float, *,
                   penalties=(1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0), steps_per_penalty: int = 100,
                   loss: str = "mse", check_points: int = 4,
@@ -458,6 +463,7 @@ def straight_path(p0: dict, p1: dict, num: int = 2) -> list[dict]:
     return [{k: (1 - t) * p0[k].to(_F64) + t * p1[k].to(_F64) for k in p0} for t in ts]
 
 
+@timed("analysis")
 def path_values(arch: Architecture, waypoints: list[dict], x, y, weight_decay: float, *,
                 loss: str = "mse", substeps: int = 4, regularize_bias: bool = True) -> dict:
     """``L_lambda`` along the piecewise-linear path through ``waypoints``.
@@ -524,6 +530,7 @@ def max_rise(values) -> float:
 # D. the class-level reduced problem
 
 
+@timed("analysis")
 def solve_reduced_problem(arch: Architecture, inputs, weights, weight_decay: float, *,
                           loss: str = "mse", restarts: int = 4, steps: int = 2000, seed: int = 0,
                           init_scale: float = 1.0, regularize_bias: bool = True) -> list[dict]:
@@ -603,6 +610,7 @@ def solve_reduced_problem(arch: Architecture, inputs, weights, weight_decay: flo
     return sorted(sols, key=lambda s: s["value"])
 
 
+@timed("analysis")
 def compare_spectra(s_forecast, s_trained, *, tol: float = 1e-2) -> dict:
     """Compare a forecast spectrum with a trained one.
 

@@ -24,6 +24,7 @@ import torch
 
 from . import collapse, spectra
 from .models import ACTIVATIONS, Architecture, forward
+from .timing import timed
 from .train import member_losses
 
 __all__ = ["site_quantities", "SITE_COLUMNS"]
@@ -61,14 +62,54 @@ SITE_COLUMNS = {
 }
 
 
-def _partition(U, labels, K, partition, seed):
-    if partition == "labels":
-        return labels
-    if partition == "kmeans":
-        return collapse.kmeans(U, K, seed=seed)
-    raise ValueError(f"partition must be 'labels' or 'kmeans', got {partition!r}")
+PARTITIONS = ("labels", "kmeans", "random")
 
 
+def _check_partition(partition, M, N, K):
+    """Validate ``partition`` once (see :func:`site_quantities`); a tensor comes back as int64 (M, N)."""
+    if isinstance(partition, str):
+        if partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, a callable or a tensor of group labels, "
+                             f"got {partition!r}")
+        return partition
+    if callable(partition):
+        return partition
+    groups = torch.as_tensor(partition)
+    if groups.is_floating_point() and not bool((groups == groups.round()).all()):
+        raise ValueError("partition: group labels must be integers 0..K-1")
+    groups = groups.long()
+    if groups.shape not in ((N,), (M, N)):
+        raise ValueError(f"partition: a tensor of group labels must have shape ({N},) or ({M}, {N}), "
+                         f"got {tuple(groups.shape)}")
+    if groups.numel() and (int(groups.min()) < 0 or int(groups.max()) >= K):
+        raise ValueError(f"partition: group labels must lie in [0, {K - 1}]")
+    return groups.expand(M, N) if groups.ndim == 1 else groups
+
+
+def _partition(U, labels, K, partition, seed, member, site):
+    """The K groups of the rows of ``U`` (one member's input to one site) used for ``R``."""
+    if isinstance(partition, str):
+        if partition == "labels":
+            return labels
+        if partition == "kmeans":
+            return collapse.kmeans(U, K, seed=seed)
+        # "random": the labels permuted, so the groups have the class sizes; one draw per
+        # (member, site) from a generator seeded by (seed, member, site) alone, so a member's
+        # partition does not depend on how members are chunked
+        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + member * 1_009 + site) % (2**63))
+        return labels[torch.randperm(labels.shape[0], generator=gen).to(labels.device)]
+    if isinstance(partition, torch.Tensor):
+        return partition[member].to(U.device)
+    groups = torch.as_tensor(partition(U, labels, K), device=U.device)
+    if groups.shape != labels.shape or groups.is_floating_point():
+        raise ValueError(f"partition callable must return integer group labels of shape {tuple(labels.shape)}, "
+                         f"got {tuple(groups.shape)} {groups.dtype}")
+    if groups.numel() and (int(groups.min()) < 0 or int(groups.max()) >= K):
+        raise ValueError(f"partition callable returned group labels outside [0, {K - 1}]")
+    return groups.long()
+
+
+@timed("analysis")
 def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torch.Tensor,
                     y: torch.Tensor, weight_decay, *, loss: str, regularize_bias: bool = True,
                     partition: str = "labels", member_chunk: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -88,12 +129,17 @@ def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torc
     regularize_bias : bool
         Whether the biases were regularised (enters the gradient ``G`` of the biases only,
         which is not reported, so it only documents the setting).
-    partition : {"labels", "kmeans"}
-        The K-partition of each site's input used for ``R`` (check T4 uses k-means).
+    partition : {"labels", "kmeans", "random"}, callable or Tensor
+        The K-partition of each site's input used for ``R`` (Theorem A holds for any):
+        ``"labels"`` the classes; ``"kmeans"`` k-means clusters of the site's input
+        (:func:`nrc.kmeans`, seeded by ``seed``); ``"random"`` the labels randomly permuted (groups
+        of the class sizes, one draw per member and site from ``(seed, member, site)``); a callable
+        ``f(U, labels, K) -> (N,) int tensor`` called with one member's site input ``U`` (N, d);
+        or a tensor of group labels in ``0..K-1``, shape (N,) or (M, N), used at every site.
     member_chunk : int
         Members processed at once (bounds memory: activations are float64).
     seed : int
-        Seed of k-means.
+        Seed of the ``"kmeans"`` and ``"random"`` partitions.
 
     Returns
     -------
@@ -107,15 +153,20 @@ def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torc
     if lam_all.shape != (M,):
         raise ValueError(f"weight_decay must have one value per member ({M}), got shape {tuple(lam_all.shape)}")
     K = arch.num_classes
-    rows = []
+    partition = _check_partition(partition, M, x.shape[-2], K)
+    collapse._finite(x, "x")  # checked once here, not per metric (a site's input is finite if x and W are)
+    rows, shared = [], {}
     for start in range(0, M, member_chunk):
         sl = slice(start, min(M, start + member_chunk))
+        part = partition[sl] if isinstance(partition, torch.Tensor) else partition
         rows += _chunk(arch, {k: v[sl] for k, v in params.items()}, x[sl] if x.ndim == 3 else x,
-                       y[sl] if y.ndim == 2 else y, lam_all[sl], loss, partition, K, seed, start)
+                       y[sl] if y.ndim == 2 else y, lam_all[sl], loss, part, K, seed, start, shared)
     return pd.DataFrame(rows)
 
 
-def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset):
+def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset, shared):
+    """The rows of members ``offset..offset+m-1``; ``shared`` caches the statistics of the first
+    site's input when every member sees the same inputs and the same partition."""
     dev = next(iter(params.values())).device
     ps = {k: v.detach().to(dev, torch.float64).requires_grad_(True) for k, v in params.items()}
     x = x.to(dev, torch.float64)
@@ -128,21 +179,28 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset):
     per_sample = member_losses(logits, yy, loss)  # (m, N)
     L0 = per_sample.mean(1)
     outs = [s.output for s in sites]
-    # Sum (not mean) of the per-sample losses: its gradient w.r.t. a site's output is Delta.
-    deltas = torch.autograd.grad(per_sample.sum(), outs, retain_graph=True)
-    grads_L0 = torch.autograd.grad(L0.sum(), [ps[s.name] for s in sites])
     names = [s.name for s in sites]
+    # One backward pass for both: the sum (not mean) of the per-sample losses has Delta as its
+    # gradient w.r.t. a site's output, and N * grad L_0 w.r.t. the weights (autograd's own product,
+    # kept independent of the Delta^T U / N formed below, so identity_gap still tests the identity).
+    found = torch.autograd.grad(per_sample.sum(), outs + [ps[n] for n in names])
+    deltas, grads_L0 = found[:len(outs)], [g / N for g in found[len(outs):]]
     weights = [ps[n].detach() for n in names]
     spec_norms = [torch.linalg.matrix_norm(w, ord=2) for w in weights]  # (m,) each
+    L0 = L0.detach()
     lip = arch.lipschitz
     rows = []
     sigma = ACTIVATIONS[arch.activation][0]
+    same_inputs = x.ndim == 2
+    member_free = isinstance(partition, str) and partition in ("labels", "kmeans") and y.ndim == 1
     for j, (site, delta, gL0, W) in enumerate(zip(sites, deltas, grads_L0, weights)):
         U = site.input.detach()
+        if j > 0:
+            collapse._finite(U, f"the input of {site.name}")  # once per site, not per metric
         s = spectra.svdvals(W)  # (m, r)
         G = gL0 + lam.view(-1, 1, 1) * W
-        gn = G.flatten(1).norm(dim=1)
-        frob = W.flatten(1).norm(dim=1)
+        gn = G.flatten(1).norm(dim=1).tolist()
+        frob = W.flatten(1).norm(dim=1).tolist()
         hidden_out = j < len(sites) - 1
         # rho for Lemma A2: spectral norms of the later weights of the feed-forward chain
         if not arch.residual:
@@ -152,70 +210,83 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset):
                 rho = rho * sn
         else:
             rho = torch.full_like(lam, float("nan"))
+        rho = rho.tolist()
         grad_form = torch.bmm(delta.transpose(1, 2), U) / N  # Delta^T U / N, (m, out, in)
         s_grad = spectra.svdvals(grad_form)
         # lambda = 0 has no bound (inf) and no identity; a stand-in 1 keeps the SVD finite
         safe = torch.where(lam > 0, lam, torch.ones_like(lam))
         s_shift = spectra.svdvals(W - G / safe.view(-1, 1, 1))
-        for i in range(lam.shape[0]):
+        # per-member scalars of the spectra, each computed once for the whole chunk
+        dK = spectra.dist_to_rank(s, K)
+        dK_rel = spectra.relative_dist_to_rank(s, K)
+        dKm1 = spectra.dist_to_rank(s, K - 1)
+        dK_grad = spectra.dist_to_rank(s_grad, K)
+        dK_shift = spectra.dist_to_rank(s_shift, K)
+        rank2, rank3 = spectra.numerical_rank(s, 1e-2), spectra.numerical_rank(s, 1e-3)
+        erank = spectra.energy_rank(s, 1e-2)
+        dnorm_all = delta.flatten(1).norm(dim=1).tolist()
+        dmax_all = delta.norm(dim=2).amax(1).tolist()
+        bias_all = (delta.sum(1).norm(dim=1) * U.mean(1).norm(dim=1)).tolist()
+        spec_sq = [float(v) ** 2 for v in spec_norms[j]]
+        L0_list = L0.tolist()
+        zo_all = sigma(site.output.detach()) if hidden_out and not arch.residual else None
+        for i in range(m_count):
             ui, di = U[i], delta[i]
             li = float(lam[i])
-            if j == 0 and x.ndim == 2 and partition != "labels":
-                # every member sees the same inputs: partition them once per chunk
-                if i == 0:
-                    labels0 = _partition(ui, yy[i], K, partition, seed)
-                labels = labels0
+            key = ("site0",) if (j == 0 and same_inputs and member_free) else None
+            if key is not None and key in shared:
+                labels, means, counts, R, total = shared[key]
             else:
-                labels = _partition(ui, yy[i], K, partition, seed)
-            R = collapse.within_class(ui, labels, K)
+                labels = _partition(ui, yy[i], K, partition, seed, offset + i, j)
+                means, counts, R = collapse.class_stats(ui, labels, K)
+                T = ui - ui.mean(0, keepdim=True)
+                total = float((T * T).sum())
+                if key is not None:
+                    shared[key] = (labels, means, counts, R, total)
             cross = float((di.T @ R).norm())
-            dnorm = float(di.norm())
-            dmax = float(di.norm(dim=1).max())
-            tcv1 = float((R * R).sum(1).sqrt().sum()) / N
-            tcv2 = float((R * R).sum()) / N
-            means, counts = collapse.class_means(ui, labels, K)
-            mu_g = ui.mean(0)
-            bias_term = float((di.sum(0)).norm() * mu_g.norm())
+            RR = (R * R).sum(1)
+            tcv1 = float(RR.sqrt().sum()) / N
+            tcv2 = float(RR.sum()) / N
             inv = (1.0 / li) if li > 0 else float("inf")
-            g = float(gn[i])
-            dK = float(spectra.dist_to_rank(s[i], K))
-            dk_grad = float(spectra.dist_to_rank(s_grad[i], K)) * inv if li > 0 else float("inf")
-            dk_shift = float(spectra.dist_to_rank(s_shift[i], K))
+            g, fr = gn[i], frob[i]
+            dk_grad = float(dK_grad[i]) * inv if li > 0 else float("inf")
+            all_classes = bool((counts > 0).all())
             row = {
                 "member": offset + i,
                 "site": site.name,
                 "layer": j + 1,
-                "frob": float(frob[i]),
+                "frob": fr,
                 "spec": float(s[i][0]),
-                "rank_1e-2": int(spectra.numerical_rank(s[i], 1e-2)),
-                "rank_1e-3": int(spectra.numerical_rank(s[i], 1e-3)),
-                "energy_rank": int(spectra.energy_rank(s[i], 1e-2)),
-                "dK": dK,
-                "dK_rel": float(spectra.relative_dist_to_rank(s[i], K)),
-                "dKm1": float(spectra.dist_to_rank(s[i], K - 1)),
+                "rank_1e-2": int(rank2[i]),
+                "rank_1e-3": int(rank3[i]),
+                "energy_rank": int(erank[i]),
+                "dK": float(dK[i]),
+                "dK_rel": float(dK_rel[i]),
+                "dKm1": float(dKm1[i]),
                 "sK1_ratio": float(s[i][K] / s[i][0]) if s.shape[1] > K and s[i][0] > 0 else 0.0,
                 "grad_norm": g,
-                "stationarity": g * inv / float(frob[i]) if float(frob[i]) > 0 else float("nan"),
-                "delta_norm": dnorm,
-                "delta_max": dmax,
+                "stationarity": g * inv / fr if fr > 0 else float("nan"),
+                "delta_norm": dnorm_all[i],
+                "delta_max": dmax_all[i],
                 "cross_norm": cross,
                 "bound": (g + cross / N) * inv,
-                "bound_cs": (g + dnorm * np.sqrt(tcv2 * N) / N) * inv,
-                "bound_tcv1": (g + dmax * tcv1) * inv,
-                "bound_a2": (g + float(rho[i]) * np.sqrt(2 * float(L0[i].detach())) * np.sqrt(tcv2)) * inv,
-                "bound_km1": (g + cross / N + bias_term / N) * inv,
-                "rho": float(rho[i]),
-                "identity_gap": abs(dk_shift - dk_grad) / max(dK, 1e-300) if li > 0 else float("nan"),
+                "bound_cs": (g + dnorm_all[i] * np.sqrt(tcv2 * N) / N) * inv,
+                "bound_tcv1": (g + dmax_all[i] * tcv1) * inv,
+                "bound_a2": (g + rho[i] * np.sqrt(2 * L0_list[i]) * np.sqrt(tcv2)) * inv,
+                "bound_km1": (g + cross / N + bias_all[i] / N) * inv,
+                "rho": rho[i],
+                "identity_gap": abs(float(dK_shift[i]) - dk_grad) / max(float(dK[i]), 1e-300) if li > 0 else float("nan"),
                 "dK_grad_form": dk_grad,
                 "tcv1": tcv1,
                 "tcv2": tcv2,
-                "tcv_ratio": float(collapse.within_total_ratio(ui, labels, K)),
-                "nc1": float(collapse.nc1(ui, labels, K)) if bool((counts > 0).all()) else float("nan"),
+                # tr Sigma_W / tr Sigma_T (nan for constant features), as collapse.within_total_ratio
+                "tcv_ratio": float(RR.sum()) / max(total, torch.finfo(torch.float64).tiny) if total > 0 else float("nan"),
+                "nc1": float(collapse.nc1_from_stats(ui, means, R)) if all_classes else float("nan"),
                 "tcv2_out": float("nan"),
-                "a3_bound": lip**2 * float(spec_norms[j][i]) ** 2 * tcv2,
+                "a3_bound": lip**2 * spec_sq[i] * tcv2,
             }
-            if hidden_out and not arch.residual:
-                zo = sigma(site.output.detach()[i])
-                row["tcv2_out"] = float(collapse.tcv(zo, labels, K))
+            if zo_all is not None:
+                _, _, Ro = collapse.class_stats(zo_all[i], labels, K)
+                row["tcv2_out"] = float((Ro * Ro).sum()) / N
             rows.append(row)
     return rows

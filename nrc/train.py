@@ -394,6 +394,14 @@ def _dense(t: torch.Tensor):
     return None
 
 
+#: Members at least this large (parameters per member) are updated member by member with torch's
+#: fused SGD kernel (one pass over memory; E1's 334k-parameter members); smaller ones with four
+#: broadcast operations per tensor over the whole stack, since the per-member loop's Python and
+#: dispatch cost (~9 kernel calls per member per step) outweighs the memory traffic there
+#: (T1's 2.5k-parameter members: 1.1 s -> see benchmarks/profile_training.py).
+FUSED_SGD_MIN_NUMEL = 65536
+
+
 def _sgd_update(params, grads, bufs, decay, wds, lrs, momentum, first, cache=None):
     """One SGD step with momentum and coupled weight decay, in place, per member.
 
@@ -404,7 +412,8 @@ def _sgd_update(params, grads, bufs, decay, wds, lrs, momentum, first, cache=Non
     broadcast in-place operations.
     """
     M = len(wds)
-    if hasattr(torch, "_fused_sgd_") and params[0].device.type == "cpu":
+    per_member = sum(p[0].numel() for p in params)
+    if hasattr(torch, "_fused_sgd_") and params[0].device.type == "cpu" and per_member >= FUSED_SGD_MIN_NUMEL:
         grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]
         key = tuple(id(t) for t in params + bufs)
         if cache is not None and cache.get("key") == key:
@@ -447,7 +456,7 @@ def _sgd_update(params, grads, bufs, decay, wds, lrs, momentum, first, cache=Non
 
 
 def _refine(arch, params, x, y, wd, diverged, config):
-    """Full-batch refinement of the regularised loss, member by member for L-BFGS."""
+    """Full-batch refinement of the regularised loss: gradient descent or L-BFGS, all members at once."""
     dtype = getattr(torch, config.refine_dtype)
     x = x.to(dtype)
     params = {k: v.to(dtype) for k, v in params.items()}
@@ -464,28 +473,309 @@ def _refine(arch, params, x, y, wd, diverged, config):
         with torch.no_grad():
             final = regularized_loss(arch, params, x, y, wd, config.loss, config.regularize_bias)
         return params, final.cpu().numpy()
-    out = {k: v.clone() for k, v in params.items()}
+    return _refine_lbfgs(arch, params, x, y, wd, diverged, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched L-BFGS: torch.optim.LBFGS (strong-Wolfe line search) run for every member at once.
+#
+# The refinement used to run torch's L-BFGS member after member; at the theory notebooks' sizes
+# (a few thousand parameters, ~100 samples) an iteration is ~3.6 ms of Python and tiny kernels
+# per member (measured, benchmarks/profile_training.py), so T1's 180 refined members took most of
+# its 158 s. Here each member still follows torch's algorithm step for step -- its own
+# iterate, history, line search, stopping rule -- but the work that touches vectors is batched:
+#
+# * the function/gradient evaluations of all members that need one are one stacked forward and
+#   backward pass (each member's gradient is its own: the summed loss has no cross terms);
+# * the two-loop recursion is written in its equivalent compact form, two triangular solves of
+#   size history x history per member, over all members with one batched call (members wait for
+#   each other at the direction step, which never changes what a member computes).
+#
+# Only the summation order of the dot products differs from torch's loop, so trajectories agree
+# to rounding at first (tests/test_train.py compares with torch.optim.LBFGS member by member).
+# ---------------------------------------------------------------------------------------------
+
+def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+    """torch.optim.lbfgs._cubic_interpolate on Python floats (same IEEE double arithmetic)."""
+    if bounds is not None:
+        xmin_bound, xmax_bound = bounds
+    else:
+        xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2_square = d1 ** 2 - g1 * g2
+    if d2_square >= 0:
+        d2 = math.sqrt(d2_square)
+        if x1 <= x2:
+            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+        else:
+            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+        return min(max(min_pos, xmin_bound), xmax_bound)
+    return (xmin_bound + xmax_bound) / 2.0
+
+
+def _strong_wolfe_steps(t, d, f, g, gtd, d_norm, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+    """torch.optim.lbfgs._strong_wolfe as a generator: yields a step ``t`` to evaluate and receives
+    ``(f_new, g_new)`` at ``x + t d``; returns ``(f_new, g_new, t, evaluations)``."""
+    f_new, g_new = yield t
+    ls_func_evals = 1
+    gtd_new = float(g_new.dot(d))
+    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    done = False
+    ls_iter = 0
+    while ls_iter < max_ls:
+        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new], [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new], [gtd_prev, gtd_new]
+            break
+        min_step = t + 0.01 * (t - t_prev)
+        max_step = t * 10
+        tmp = t
+        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
+        t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new, gtd_new
+        f_new, g_new = yield t
+        ls_func_evals += 1
+        gtd_new = float(g_new.dot(d))
+        ls_iter += 1
+    if ls_iter == max_ls:
+        bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+    insuf_progress = False
+    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insuf_progress or t >= max(bracket) or t <= min(bracket):
+                if abs(t - max(bracket)) < abs(t - min(bracket)):
+                    t = max(bracket) - eps
+                else:
+                    t = min(bracket) + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+        f_new, g_new = yield t
+        ls_func_evals += 1
+        gtd_new = float(g_new.dot(d))
+        ls_iter += 1
+        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
+            bracket[high_pos], bracket_f[high_pos] = t, f_new
+            bracket_g[high_pos], bracket_gtd[high_pos] = g_new, gtd_new
+            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+                bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
+                bracket_g[high_pos], bracket_gtd[high_pos] = bracket_g[low_pos], bracket_gtd[low_pos]
+            bracket[low_pos], bracket_f[low_pos] = t, f_new
+            bracket_g[low_pos], bracket_gtd[low_pos] = g_new, gtd_new
+    return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
+
+
+def _lbfgs_member(x, loss, flat_grad, *, max_iter, max_eval, tolerance_grad, tolerance_change, lr=1.0):
+    """One member of torch.optim.LBFGS.step(closure) with ``line_search_fn="strong_wolfe"``, as a
+    generator.
+
+    ``x`` is the member's row of the batched iterate (updated in place). Yields ``("eval", t, d)``
+    (evaluate at ``x + t d``; receives ``(loss, grad)``) and ``("dir", grad, pair)`` (receives
+    the direction ``d = -H grad`` from the batched history after adding ``pair = (s, y, ys, yy)``
+    when not None).
+    """
+    if float(flat_grad.abs().max()) <= tolerance_grad:
+        return
+    current_evals, n_iter = 1, 0
+    d = t = prev_flat_grad = prev_loss = None
+    while n_iter < max_iter:
+        n_iter += 1
+        pair = None
+        if n_iter > 1:
+            y = flat_grad.sub(prev_flat_grad)
+            s = d.mul(t)
+            ys = float(y.dot(s))
+            if ys > 1e-10:
+                pair = (s, y, ys, float(y.dot(y)))
+        d = yield ("dir", flat_grad, pair)
+        prev_flat_grad = flat_grad
+        prev_loss = loss
+        t = min(1.0, 1.0 / float(flat_grad.abs().sum())) * lr if n_iter == 1 else lr
+        gtd = float(flat_grad.dot(d))
+        if gtd > -tolerance_change:
+            break
+        search = _strong_wolfe_steps(t, d, loss, flat_grad, gtd, float(d.abs().max()),
+                                     max_ls=max_eval - current_evals)
+        request = next(search)
+        while True:
+            try:
+                request = search.send((yield ("eval", request, d)))
+            except StopIteration as stop:
+                loss, flat_grad, t, ls_func_evals = stop.value
+                break
+        x.add_(d, alpha=t)
+        opt_cond = float(flat_grad.abs().max()) <= tolerance_grad
+        current_evals += ls_func_evals
+        if n_iter == max_iter or current_evals >= max_eval or opt_cond:
+            break
+        if float(d.mul(t).abs().max()) <= tolerance_change:
+            break
+        if abs(loss - prev_loss) < tolerance_change:
+            break
+
+
+class _History:
+    """The L-BFGS memories of M members: ring buffers of ``s`` and ``y`` plus their dot products.
+
+    ``SY[m, a, b] = s_a . y_b`` for slots ``a``, ``b``, kept up to date one row and one column per
+    new pair, so a direction costs four batched matrix-vector products and two triangular solves
+    (the compact form of the two-loop recursion; mathematically the same numbers).
+    """
+
+    def __init__(self, M, P, H, dtype, device):
+        self.H = H
+        self.S = torch.zeros(M, H, P, dtype=dtype, device=device)
+        self.Y = torch.zeros(M, H, P, dtype=dtype, device=device)
+        self.SY = torch.zeros(M, H, H, dtype=dtype, device=device)
+        self.ro = torch.zeros(M, H, dtype=dtype, device=device)
+        self.gamma = torch.ones(M, dtype=dtype, device=device)
+        self.head = torch.zeros(M, dtype=torch.long, device=device)
+        self.eye = torch.eye(H, dtype=dtype, device=device)
+
+    def add(self, rows, pairs):
+        """Append ``pairs[i] = (s, y, ys, yy)`` to member ``rows[i]``'s memory (oldest dropped)."""
+        if not rows:
+            return
+        dev, dt = self.S.device, self.S.dtype
+        r = torch.tensor(rows, device=dev)
+        slot = self.head[r]
+        s = torch.stack([p[0] for p in pairs])
+        y = torch.stack([p[1] for p in pairs])
+        ys = torch.tensor([p[2] for p in pairs], dtype=dt, device=dev)
+        yy = torch.tensor([p[3] for p in pairs], dtype=dt, device=dev)
+        self.S[r, slot] = s
+        self.Y[r, slot] = y
+        self.ro[r, slot] = 1.0 / ys
+        self.gamma[r] = ys / yy
+        # matrix-vector products member by member: torch.mv on a (H, P) view is ~7x faster than
+        # the batched bmm of (M, H, P) by (M, P, 1) on the CPU (measured), and copies nothing
+        self.SY[r, slot, :] = torch.stack([torch.mv(self.Y[m], v) for m, v in zip(rows, s)])  # s_new . y_b
+        self.SY[r, :, slot] = torch.stack([torch.mv(self.S[m], v) for m, v in zip(rows, y)])  # s_a . y_new
+        self.head[r] = (slot + 1) % self.H
+
+    def direction(self, grads):
+        """``-H_m g_m`` for every member (``grads``: (M, P)), as torch's two-loop recursion."""
+        H = self.H
+        # slots from oldest to newest per member (never-written slots hold zeros and ro = 0,
+        # so they add nothing, as an absent memory)
+        order = (self.head.unsqueeze(1) + torch.arange(H, device=grads.device)) % H  # (M, H)
+        ro = self.ro.gather(1, order)
+        SY = self.SY.gather(1, order.unsqueeze(2).expand(-1, -1, H)).gather(2, order.unsqueeze(1).expand(-1, H, -1))
+        q = grads.neg()
+        # first loop: al_i = ro_i s_i.(q - sum_{j>i} al_j y_j), newest first -> upper triangular
+        Sq = torch.stack([torch.mv(S_m, q_m) for S_m, q_m in zip(self.S, q)]).gather(1, order)
+        U = self.eye + ro.unsqueeze(2) * SY.triu(1)
+        al = torch.linalg.solve_triangular(U, (ro * Sq).unsqueeze(-1), upper=True).squeeze(-1)
+        al_slots = torch.zeros_like(al).scatter_(1, order, al)
+        q = q - torch.bmm(al_slots.unsqueeze(1), self.Y).squeeze(1)
+        r = q * self.gamma.unsqueeze(1)
+        # second loop: be_i = ro_i y_i.(r + sum_{j<i} (al_j - be_j) s_j), oldest first -> lower
+        Yr = torch.stack([torch.mv(Y_m, r_m) for Y_m, r_m in zip(self.Y, r)]).gather(1, order)
+        Lo = self.eye + ro.unsqueeze(2) * SY.transpose(1, 2).tril(-1)
+        c = torch.linalg.solve_triangular(Lo, (al - ro * Yr).unsqueeze(-1), upper=False).squeeze(-1)
+        c_slots = torch.zeros_like(c).scatter_(1, order, c)
+        return r + torch.bmm(c_slots.unsqueeze(1), self.S).squeeze(1)
+
+
+def _refine_lbfgs(arch, params, x, y, wd, diverged, config, history_size=50):
+    """torch.optim.LBFGS(lr=1, max_iter=refine_steps, tolerance_grad=1e-15, tolerance_change=1e-18,
+    history_size=50, line_search_fn="strong_wolfe") on every member's regularised loss, batched
+    over members (see the comment above :func:`_cubic_interpolate`)."""
+    names = list(params)
+    shapes = [tuple(params[k].shape[1:]) for k in names]
+    sizes = [math.prod(s) for s in shapes]
+    M = wd.shape[0]
+    X = torch.cat([params[k].reshape(M, -1) for k in names], 1).contiguous()
+    P = X.shape[1]
+    live = [m for m in range(M) if not bool(diverged[m])]
     final = np.full(M, np.nan)
-    for m in range(M):
-        if diverged[m]:
-            continue
-        pm = {k: v[m:m + 1].clone().requires_grad_(True) for k, v in params.items()}
-        xm = x[m:m + 1] if x.ndim == 3 else x
-        ym = y[m:m + 1] if y.ndim == 2 else y
-        opt = torch.optim.LBFGS(list(pm.values()), lr=1.0, max_iter=config.refine_steps,
-                                tolerance_grad=1e-15, tolerance_change=1e-18, history_size=50,
-                                line_search_fn="strong_wolfe")
+    if not live:
+        return params, final
+    decay = _decay_mask(arch, config, names)
+    decay_mask = None if all(decay.values()) else torch.cat(
+        [torch.full((n,), float(decay[k]), dtype=X.dtype, device=X.device) for k, n in zip(names, sizes)])
 
-        def closure():
-            opt.zero_grad()
-            loss = regularized_loss(arch, pm, xm, ym, wd[m:m + 1], config.loss, config.regularize_bias).sum()
-            loss.backward()
-            return loss
+    def evaluate(rows, points):
+        """Losses (list of float) and gradients (k, P) of members ``rows`` at ``points``."""
+        pts = points.detach().requires_grad_(True)
+        ps, off = {}, 0
+        for k, shp, n in zip(names, shapes, sizes):
+            ps[k] = pts[:, off:off + n].view((len(rows),) + shp)
+            off += n
+        r = torch.as_tensor(rows, device=X.device)
+        xr = x[r] if x.ndim == 3 else x
+        yr = y[r] if y.ndim == 2 else y.unsqueeze(0).expand(len(rows), -1)
+        with torch.enable_grad():
+            # regularised loss as in regularized_loss, with the weight decay term taken on the flat
+            # vector in one operation instead of one per tensor (fewer autograd nodes per call)
+            sq = pts * pts if decay_mask is None else pts * pts * decay_mask
+            loss = member_losses(forward(arch, ps, xr), yr, config.loss).mean(1) + 0.5 * wd[r] * sq.sum(1)
+            grad, = torch.autograd.grad(loss.sum(), pts)
+        return loss.detach().tolist(), grad
 
-        opt.step(closure)
-        with torch.no_grad():
-            for k in out:
-                out[k][m] = pm[k][0]
-            final[m] = float(regularized_loss(arch, pm, xm, ym, wd[m:m + 1], config.loss,
-                                              config.regularize_bias))
+    max_iter = config.refine_steps
+    max_eval = max_iter * 5 // 4
+    losses, grads = evaluate(live, X[live])
+    hist = _History(M, P, history_size, X.dtype, X.device)
+    gens, pending = {}, {}
+    for i, m in enumerate(live):
+        g = _lbfgs_member(X[m], losses[i], grads[i], max_iter=max_iter, max_eval=max_eval,
+                          tolerance_grad=1e-15, tolerance_change=1e-18)
+        try:
+            pending[m] = next(g)
+            gens[m] = g
+        except StopIteration:
+            pass
+    while pending:
+        waiting = [m for m, req in pending.items() if req[0] == "dir"]
+        answers = {}
+        if len(waiting) == len(pending):
+            # every running member needs a direction: one batched solve
+            adds = [(m, pending[m][2]) for m in waiting if pending[m][2] is not None]
+            hist.add([m for m, _ in adds], [p for _, p in adds])
+            G = torch.zeros_like(X)
+            G[waiting] = torch.stack([pending[m][1] for m in waiting])
+            D = hist.direction(G)
+            answers = {m: D[m] for m in waiting}
+        else:
+            # the others are inside their line search: one batched evaluation
+            rows = [m for m, req in pending.items() if req[0] == "eval"]
+            r = torch.as_tensor(rows, device=X.device)
+            t = torch.tensor([pending[m][1] for m in rows], dtype=X.dtype, device=X.device)
+            dirs = torch.stack([pending[m][2] for m in rows])
+            f, g = evaluate(rows, X[r] + t.unsqueeze(1) * dirs)
+            answers = {m: (f[i], g[i]) for i, m in enumerate(rows)}
+        for m, a in answers.items():
+            try:
+                pending[m] = gens[m].send(a)
+            except StopIteration:
+                del pending[m]
+    out = {}
+    off = 0
+    for k, shp, n in zip(names, shapes, sizes):
+        out[k] = X[:, off:off + n].reshape((M,) + shp).clone()
+        off += n
+    with torch.no_grad():
+        r = torch.as_tensor(live)
+        vals = regularized_loss(arch, {k: v[r] for k, v in out.items()}, x[r] if x.ndim == 3 else x,
+                                y[r] if y.ndim == 2 else y, wd[r], config.loss, config.regularize_bias)
+    final[live] = vals.cpu().numpy()
     return out, final

@@ -255,3 +255,47 @@ def reference_tables(widths, activation, residual, members, x, y, loss, K, known
                 "a3_bound": lip ** 2 * s[0] ** 2 * st["tcv2"],
             })
     return site_rows, member_rows
+
+
+def kmeans_one_restart_at_a_time(Z, K, seed=0, iters=100, n_init=4):
+    """k-means as nrc did before issue 20: k-means++ seeding and Lloyd iterations of one restart at
+    a time, lowest cost wins (the batched nrc.kmeans must give the same assignment)."""
+    import torch
+
+    Z = torch.as_tensor(Z, dtype=torch.float64)
+    N = Z.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    zz = (Z * Z).sum(1, keepdim=True)
+
+    def sq_dist(C):
+        return (zz - 2.0 * (Z @ C.T) + (C * C).sum(1)).clamp_min(0.0)
+
+    best, best_cost = None, float("inf")
+    for _ in range(n_init):
+        first = int(torch.randint(N, (1,), generator=gen))
+        centers = [Z[first]]
+        for _ in range(1, K):
+            d2 = sq_dist(torch.stack(centers)).amin(1)
+            prob = (d2 / d2.sum()) if d2.sum() > 0 else torch.full((N,), 1.0 / N)
+            centers.append(Z[int(torch.multinomial(prob, 1, generator=gen))])
+        C = torch.stack(centers)
+        for _ in range(iters):
+            assign = sq_dist(C).argmin(1)
+            onehot = torch.nn.functional.one_hot(assign, K).to(Z.dtype)
+            counts = onehot.sum(0)
+            newC = torch.where(counts[:, None] > 0, (onehot.T @ Z) / counts.clamp_min(1.0)[:, None], C)
+            if torch.equal(newC, C):
+                break
+            C = newC
+        for k in range(K):  # fill empty clusters as nrc.collapse._fill_empty
+            cnt = torch.bincount(assign, minlength=K)
+            if cnt[k] > 0:
+                continue
+            movable = cnt[assign] > 1
+            d2 = ((Z - C[assign]) ** 2).sum(1)
+            assign = assign.clone()
+            assign[int(torch.where(movable, d2, torch.full_like(d2, -1.0)).argmax())] = k
+        cost = float(((Z - C[assign]) ** 2).sum())
+        if cost < best_cost:
+            best, best_cost = assign, cost
+    return best

@@ -108,3 +108,18 @@ def test_kmeans_recovers_separated_clusters_deterministically():
     for k in range(3):
         assert len(set(a[labels == k].tolist())) == 1
     assert len(set(a.tolist())) == 3
+
+
+@pytest.mark.parametrize("iters", [100, 2])
+def test_batched_kmeans_restarts_match_one_at_a_time(iters):
+    # overlapping clusters: restarts converge after different numbers of iterations to different
+    # optima; iters=2 stops them before convergence (the assignment of the last step is kept)
+    from nrc_reference import kmeans_one_restart_at_a_time
+
+    g = torch.Generator().manual_seed(3)
+    Z = torch.randn(300, 7, generator=g, dtype=torch.float64) + 0.8 * torch.randn(5, 7, generator=g,
+                                                                                   dtype=torch.float64).repeat(60, 1)
+    for seed in (0, 1, 2):
+        ref = kmeans_one_restart_at_a_time(Z, 5, seed=seed, iters=iters)
+        got = nrc.kmeans(Z, 5, seed=seed, iters=iters)
+        assert torch.equal(got, ref)

@@ -91,3 +91,77 @@ def test_analyze_model_on_user_module_agrees_with_analyze(trained):
     assert set(long.columns) >= {"member", "site", "layer", "metric", "value"}
     with pytest.raises(ValueError, match="weight_decay must be > 0"):
         nrc.analyze_model(module, data, loss="ce", weight_decay=0.0)
+
+
+def _cross_reference(sweep, data, groups_of):
+    """||Delta^T R||_F and TCV_2/N per (member, site) for the groups ``groups_of(member, site_index, U)``,
+    from nrc.within_class and a plain autograd Delta (as T4's notebook computed them by hand)."""
+    p = {k: v.double().requires_grad_(True) for k, v in sweep.params.items()}
+    logits, sites = nrc.forward(sweep.arch, p, data.x_train.double(), record=True)
+    M = logits.shape[0]
+    per = nrc.member_losses(logits, data.y_train.unsqueeze(0).expand(M, -1), sweep.config.loss)
+    deltas = torch.autograd.grad(per.sum(), [s.output for s in sites])
+    out = {}
+    for j, (site, D) in enumerate(zip(sites, deltas)):
+        for m in range(M):
+            U = site.input[m].detach()
+            R = nrc.within_class(U, groups_of(m, j, U), sweep.arch.num_classes)
+            out[(m, site.name)] = (float((D[m].T @ R).norm()), float((R * R).sum()) / U.shape[0])
+    return out
+
+
+def test_any_partition_as_name_tensor_or_callable(trained):
+    data, runs = trained
+    sweep, analysis = runs["ce"]
+    arch, K, y = sweep.arch, sweep.arch.num_classes, data.y_train
+    wd = sweep.weight_decays().numpy()
+    args = (arch, sweep.params, data.x_train, y, wd)
+    labels = analysis.sites.set_index(["member", "site"])
+    g = torch.Generator().manual_seed(5)
+    fixed = y[torch.randperm(len(y), generator=g)]
+    cases = {
+        "tensor=labels": (y, lambda m, j, U: y),
+        "tensor (M, N)": (fixed.expand(len(wd), -1), lambda m, j, U: fixed),
+        "callable": (lambda U, lab, k: (U[:, 0] > U[:, 0].median()).long(),
+                     lambda m, j, U: (U[:, 0] > U[:, 0].median()).long()),
+    }
+    for name, (partition, groups_of) in cases.items():
+        got = nrc.site_quantities(*args, loss="ce", partition=partition).set_index(["member", "site"])
+        ref = _cross_reference(sweep, data, groups_of)
+        for key, (cross, tcv2) in ref.items():
+            assert got.loc[key, "cross_norm"] == pytest.approx(cross, rel=1e-10), name
+            assert got.loc[key, "tcv2"] == pytest.approx(tcv2, rel=1e-10), name
+        # the partition changes only R: the gradient term and the spectra are those of the labels run
+        np.testing.assert_allclose(got["grad_norm"], labels.loc[got.index, "grad_norm"], rtol=1e-12)
+        np.testing.assert_allclose(got["dK"], labels.loc[got.index, "dK"], rtol=1e-12)
+    same = nrc.site_quantities(*args, loss="ce", partition=y).set_index(["member", "site"])
+    np.testing.assert_allclose(same["bound"], labels.loc[same.index, "bound"], rtol=1e-12)
+
+
+def test_random_partition_is_balanced_seeded_and_chunk_independent(trained):
+    data, runs = trained
+    sweep, analysis = runs["mse"]
+    wd = sweep.weight_decays().numpy()
+    args = (sweep.arch, sweep.params, data.x_train, data.y_train, wd)
+    # rows come site by site within a chunk: compare in (member, site) order
+    a, b, c = (nrc.site_quantities(*args, loss="mse", partition="random", seed=s, member_chunk=mc)
+               .sort_values(["member", "layer"], ignore_index=True) for s, mc in ((3, 8), (3, 1), (4, 8)))
+    np.testing.assert_allclose(a["cross_norm"], b["cross_norm"], rtol=1e-12)
+    assert not np.allclose(a["cross_norm"], c["cross_norm"])
+    # a random balanced partition ignores the classes: more within-group variation than the labels
+    lab = analysis.sites.set_index(["member", "site"])["tcv2"]
+    assert (a.set_index(["member", "site"])["tcv2"] > lab.loc[list(zip(a["member"], a["site"]))].to_numpy()).mean() > 0.9
+
+
+def test_partition_validation(trained):
+    data, runs = trained
+    sweep, _ = runs["ce"]
+    args = (sweep.arch, sweep.params, data.x_train, data.y_train, sweep.weight_decays().numpy())
+    with pytest.raises(ValueError, match="partition must be one of"):
+        nrc.site_quantities(*args, loss="ce", partition="spectral")
+    with pytest.raises(ValueError, match="shape"):
+        nrc.site_quantities(*args, loss="ce", partition=data.y_train[:5])
+    with pytest.raises(ValueError, match=r"lie in \[0, 2\]"):
+        nrc.site_quantities(*args, loss="ce", partition=data.y_train + 1)
+    with pytest.raises(ValueError, match="callable"):
+        nrc.site_quantities(*args, loss="ce", partition=lambda U, lab, k: lab[:3])
