@@ -80,11 +80,19 @@ def _changes(new: pd.DataFrame, ref: pd.DataFrame, cols: list[str], on: list[str
     return worst, median, bitwise
 
 
-def _verdicts(run: Path, notebook: str) -> dict[str, str]:
+def _evaluated(run: Path, notebook: str) -> list[dict]:
     from nrc import verdicts
 
     rec = json.loads((run / "results" / f"{notebook}.json").read_text())
-    return {c["id"]: c["verdict"] for c in verdicts.evaluate(notebook, rec["inputs"])}
+    return verdicts.evaluate(notebook, rec["inputs"])
+
+
+def _verdicts(run: Path, notebook: str) -> dict[str, str]:
+    return {c["id"]: c["verdict"] for c in _evaluated(run, notebook)}
+
+
+def _check_values(run: Path, notebook: str) -> dict[str, float]:
+    return {c["id"]: c["value"] for c in _evaluated(run, notebook) if c.get("value") is not None}
 
 
 def rerun(path: str, out: Path, notebook: str, profile: str) -> None:
@@ -112,7 +120,11 @@ def compare(out: Path, reference: Path, notebook: str) -> dict:
         ws, ms, bs = _changes(_table(run, notebook, "sites"), ref_s, SITE_COLS, KEYS + ["site"])
         wm, mm, bm = _changes(_table(run, notebook, "members"), ref_m, MEMBER_COLS, KEYS)
         status = json.loads((run / "status.json").read_text())
+        ref_vals, vals = _check_values(reference, notebook), _check_values(run, notebook)
+        value_change = {i: abs(vals[i] - v) / abs(v) if v else abs(vals[i] - v)
+                        for i, v in ref_vals.items() if i in vals}
         result["paths"][path] = {"env": PATHS[path][0], "threads": PATHS[path][1], "bitwise_equal": bs and bm,
+                                 "check_value_change": value_change,
                                  "max_rel_change": {**ws, **wm}, "median_rel_change": {**ms, **mm},
                                  "verdicts": _verdicts(run, notebook), "commit": status.get("commit"),
                                  "device": status.get("device"), "seconds": status.get("run_seconds")}
@@ -134,11 +146,19 @@ def table(result: dict) -> str:
                      + " | ".join(f"{p['max_rel_change'].get(c, float('nan')):.2g}" for c in cols) + " |")
     lines.append("| *between seeds* | | " + " | ".join(f"{result['seed_spread_median'][c]:.2g}" for c in cols) + " |")
     ids = list(result["reference_verdicts"])
-    lines += ["", "| check | reference | " + " | ".join(result["paths"]) + " |",
+    lines += ["", "Verdict of each check per kernel path (and the relative change of its deciding number):", "",
+              "| check | reference | " + " | ".join(result["paths"]) + " |",
               "|---|---|" + "---|" * len(result["paths"])]
     for i in ids:
-        lines.append(f"| `{i}` | {result['reference_verdicts'][i]} | "
-                     + " | ".join(p["verdicts"].get(i, "") for p in result["paths"].values()) + " |")
+        cells = []
+        for p in result["paths"].values():
+            ch = p.get("check_value_change", {}).get(i)
+            cells.append(p["verdicts"].get(i, "") + (f" ({ch:.2g})" if ch is not None else ""))
+        lines.append(f"| `{i}` | {result['reference_verdicts'][i]} | " + " | ".join(cells) + " |")
+    flips = result["verdicts_that_flip"]
+    lines += ["", ("No verdict flips between kernel paths." if not flips else
+                   "Verdicts that flip between kernel paths, and are therefore inconclusive: "
+                   + ", ".join(f"`{i}`" for i in flips) + ".")]
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,7 @@ _EXPORTS = {
                   "hidden_tcv", "max_rise", "member_params", "min_norm_weights", "path_values",
                   "regularized_objective", "residual_projector", "ridge_readout",
                   "solve_reduced_problem", "straight_path"),
-    "models": ("ACTIVATIONS", "Architecture", "forward", "from_module", "init_params", "to_module"),
+    "models": ("ACTIVATIONS", "Architecture", "forward", "from_module", "init_params", "is_decayed", "to_module"),
     "results": ("ResultStore", "check", "environment", "record", "results_dir", "save_run", "save_table"),
     "spectra": ("dist_to_rank", "energy_rank", "numerical_rank", "relative_dist_to_rank", "svdvals"),
     "theorem": ("SITE_COLUMNS", "site_quantities"),

@@ -13,7 +13,7 @@ import torch
 
 from . import spectra
 from .data import Dataset
-from .models import Architecture, forward
+from .models import Architecture, forward, is_decayed
 from .theorem import site_quantities
 from .timing import timed
 from .train import Sweep, member_losses
@@ -138,7 +138,7 @@ def _member_stats(sweep, params, xs, ys, wd, datasets, idx, per_member, device):
             L0 = member_losses(logits, yy, loss).mean(1)
             acc = (logits.argmax(-1) == yy).double().mean(1)
             reg = sum(0.5 * p.flatten(1).pow(2).sum(1) for k, p in p64.items()
-                      if k[0] in "WV" or sweep.config.regularize_bias)
+                      if is_decayed(k, sweep.config.regularize_bias))
             Llam = L0 + torch.as_tensor(wd, device=device) * reg
             test = _test_accuracy(arch, p64, datasets, idx, per_member, device)
         for row, m in enumerate(idx.tolist()):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .collapse import class_means, one_hot, within_class
-from .models import ACTIVATIONS, Architecture, forward, init_params
+from .models import ACTIVATIONS, Architecture, forward, init_params, is_decayed
 from .timing import timed
 from .train import member_losses
 
@@ -276,7 +276,7 @@ def regularized_objective(arch: Architecture, params: dict, x, y, weight_decay: 
     logits = forward(arch, p, torch.as_tensor(x).to(dtype))
     value = member_losses(logits, torch.as_tensor(y).to(logits.device).long().unsqueeze(0), loss).mean()
     for k, v in params.items():
-        if k[0] in "WV" or regularize_bias:
+        if is_decayed(k, regularize_bias):
             value = value + 0.5 * weight_decay * (v * v).sum()
     return value
 
@@ -581,7 +581,7 @@ def solve_reduced_problem(arch: Architecture, inputs, weights, weight_decay: flo
         logits = forward(arch, _stack(p), u)
         value = (member_losses(logits, y.unsqueeze(0), loss)[0] * w).sum()
         for k, v in p.items():
-            if k[0] in "WV" or regularize_bias:
+            if is_decayed(k, regularize_bias):
                 value = value + 0.5 * weight_decay * (v * v).sum()
         return value
 

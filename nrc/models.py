@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ACTIVATIONS", "Architecture", "Site", "init_params", "forward", "to_module", "from_module"]
+__all__ = ["ACTIVATIONS", "Architecture", "Site", "init_params", "forward", "to_module", "from_module", "is_decayed"]
 
 #: name -> (function, Lipschitz constant). The constants enter Lemmas A2 and A3.
 ACTIVATIONS = {
@@ -135,6 +135,15 @@ class Site(NamedTuple):
     name: str
     input: torch.Tensor  # (M, N, d_in)
     output: torch.Tensor  # (M, N, d_out), pre-activation
+
+
+def is_decayed(name: str, regularize_bias: bool = True) -> bool:
+    """Whether weight decay acts on the parameter ``name`` of a stacked parameter dict.
+
+    Weight matrices (``W*``, and the residual blocks' ``V*``) always are; biases (``b*``, ``c*``)
+    only with ``regularize_bias`` (Corollary A1 leaves them free).
+    """
+    return name[0] in "WV" or bool(regularize_bias)
 
 
 def _bias_name(weight: str) -> str:

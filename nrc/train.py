@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Dataset
-from .models import Architecture, forward, init_params
+from .models import Architecture, forward, init_params, is_decayed
 
 __all__ = ["TrainConfig", "Sweep", "grid", "train", "member_losses", "data_order", "regularized_loss"]
 
@@ -219,7 +219,7 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Ten
 
 
 def _decay_mask(arch: Architecture, config: TrainConfig, names) -> dict[str, bool]:
-    return {k: (k[0] in "WV") or config.regularize_bias for k in names}
+    return {k: is_decayed(k, config.regularize_bias) for k in names}
 
 
 def regularized_loss(arch, params, x, y, weight_decay, loss, regularize_bias=True):
@@ -228,7 +228,7 @@ def regularized_loss(arch, params, x, y, weight_decay, loss, regularize_bias=Tru
     yy = y if y.ndim == 2 else y.unsqueeze(0).expand(logits.shape[0], -1)
     value = member_losses(logits, yy, loss).mean(1)
     for k, p in params.items():
-        if k[0] in "WV" or regularize_bias:
+        if is_decayed(k, regularize_bias):
             value = value + 0.5 * weight_decay.to(p.dtype) * p.flatten(1).pow(2).sum(1)
     return value
 

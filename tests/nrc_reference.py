@@ -299,3 +299,20 @@ def kmeans_one_restart_at_a_time(Z, K, seed=0, iters=100, n_init=4):
         if cost < best_cost:
             best, best_cost = assign, cost
     return best
+
+
+def nc2_reference(U, labels, K):
+    """NC2 of Papyan, Han & Donoho (2020) in plain NumPy, loops over classes and pairs.
+
+    equinorm = std/mean of ||mu_k - mu_G||; equiangle = std of the pairwise cosines of the centred
+    means; max_angle = mean over pairs of |cos + 1/(K-1)|. (Population std, as torch's
+    ``unbiased=False``; the test states which.)
+    """
+    U = np.asarray(U, dtype=np.float64)
+    labels = np.asarray(labels)
+    mu = np.stack([U[labels == k].mean(0) for k in range(K)])
+    C = mu - U.mean(0)
+    norms = np.linalg.norm(C, axis=1)
+    cos = [C[i] @ C[j] / (norms[i] * norms[j]) for i in range(K) for j in range(K) if i != j]
+    return {"equinorm": norms.std() / norms.mean(), "cos": np.array(cos), "norms": norms,
+            "max_angle": float(np.mean([abs(c + 1 / (K - 1)) for c in cos]))}

@@ -123,3 +123,22 @@ def test_batched_kmeans_restarts_match_one_at_a_time(iters):
         ref = kmeans_one_restart_at_a_time(Z, 5, seed=seed, iters=iters)
         got = nrc.kmeans(Z, 5, seed=seed, iters=iters)
         assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nc2_matches_an_independent_numpy_computation(seed):
+    """On spread-out, unequal classes every NC2 statistic is non-zero, so a scaled result fails."""
+    from nrc_reference import nc2_reference
+
+    g = torch.Generator().manual_seed(seed)
+    K, d = 4, 6
+    labels = torch.arange(K).repeat_interleave(torch.tensor([5, 7, 6, 9]))
+    Z = torch.randn(K, d, generator=g, dtype=torch.float64)[labels] * 2 \
+        + torch.randn(len(labels), d, generator=g, dtype=torch.float64)
+    out, ref = nrc.nc2(Z, labels, K), nc2_reference(Z.numpy(), labels.numpy(), K)
+    assert float(out["max_angle"]) == pytest.approx(ref["max_angle"], rel=1e-12) and ref["max_angle"] > 0.01
+    # nrc uses the sample standard deviation (torch's default, ddof = 1) for both spreads
+    assert float(out["equiangle"]) == pytest.approx(ref["cos"].std(ddof=1), rel=1e-12) and ref["cos"].std() > 0.01
+    norms = ref["norms"]
+    assert float(out["equinorm"]) == pytest.approx(norms.std(ddof=1) / norms.mean(), rel=1e-12)
+    assert norms.std() / norms.mean() > 0.01
