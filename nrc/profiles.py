@@ -41,7 +41,7 @@ __all__ = ["Parameter", "Profile", "ProfileError", "notebook_parameters", "load_
            "validate_profile", "find_profile", "list_notebooks", "check_type", "PROFILE_KEYS"]
 
 #: Top-level keys a profile may have.
-PROFILE_KEYS = ("profile", "description", "device", "notebooks")
+PROFILE_KEYS = ("profile", "description", "device", "notebooks", "cluster")
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
@@ -314,6 +314,13 @@ def validate_profile(profile: Profile, notebooks_dir="notebooks") -> dict[str, d
     problems: list[str] = []
     for key in profile.unknown_keys:
         problems.append(f"unknown top-level key {key!r} (allowed: {', '.join(PROFILE_KEYS)})")
+    if profile.raw.get("cluster") is not None:  # options of --executor ray|slurm (nrc.executors)
+        from .executors import ExecutorError, parse_executor
+
+        try:
+            parse_executor(profile.raw["cluster"])
+        except ExecutorError as e:
+            problems.append(f"cluster: {e}")
     if not notebooks_dir.is_dir():
         problems.append(f"notebooks directory {notebooks_dir} does not exist")
     present = list_notebooks(notebooks_dir)

@@ -16,6 +16,8 @@ import os
 import platform
 import subprocess
 import sys
+import time
+import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -26,13 +28,14 @@ import torch
 
 from .data import Dataset
 from .models import Architecture
-from .train import Sweep, TrainConfig, _atomic_save, _validate_members, train
+from .timing import timed
+from .train import Sweep, TrainConfig, _validate_members, train
 
 __all__ = ["ResultStore", "environment", "record", "check", "save_table", "save_run", "results_dir",
            "fingerprint"]
 
 #: Bump when a change to the trainer changes results, so old cache entries are not reused.
-TRAINER_VERSION = 1
+TRAINER_VERSION = 2  # 2: float64 L-BFGS refinement batched across members
 
 
 def _canonical(obj) -> str:
@@ -115,6 +118,82 @@ def _log_training(*, trained: int, loaded: int, seconds: float) -> None:
         pass  # counting is best effort: never fail a training because the log is unwritable
 
 
+def _member_entry(sweep: Sweep, j: int, member: dict, env: dict) -> dict:
+    """The cache entry of member ``j`` of a trained (sub-)sweep."""
+    # clone: torch.save of a view writes the whole stacked storage (M times the member)
+    return {"params": {k: v[j].clone() for k, v in sweep.params.items()},
+            "history": {k: v[:, j] for k, v in sweep.history.items()},
+            "diverged": bool(sweep.diverged[j]), "member": member,
+            "seconds": sweep.seconds / sweep.num_members, "device": sweep.device, "meta": env}
+
+
+def _atomic_write(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file unique to this writer, then rename it into place.
+
+    The rename is atomic on POSIX filesystems (also NFS), so a reader sees the old entry or the
+    whole new one; a unique temporary name (pid + random) means two writers of the same entry
+    never write into the same file (a shared ``.tmp`` name would interleave their bytes).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _MemberLocks:
+    """Non-blocking exclusive ``fcntl.flock`` locks on ``<dir>/<key>.lock``; ``held`` are the ones taken.
+
+    flock locks belong to the open file, so the OS releases them when the holder exits or is
+    killed: a dead trainer never leaves a stale lock. Lock files stay (deleting them would race
+    with a process about to lock the same path). Without ``fcntl`` (Windows) nothing is locked.
+    """
+
+    def __init__(self, folder: Path, keys):
+        self.folder, self.keys, self.files = Path(folder), list(keys), []
+
+    def __enter__(self) -> list[str]:
+        try:
+            import fcntl
+        except ImportError:
+            return list(self.keys)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        held = []
+        for k in self.keys:
+            f = open(self.folder / f"{k}.lock", "a")  # noqa: SIM115 - held until __exit__
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            self.files.append(f)
+            held.append(k)
+        return held
+
+    def __exit__(self, *exc):
+        for f in self.files:
+            f.close()  # closing drops the flock
+        self.files = []
+
+    @staticmethod
+    def wait(folder: Path, keys) -> None:
+        """Block until no process holds any of ``keys``' locks."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        for k in keys:
+            with open(Path(folder) / f"{k}.lock", "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+
+
 class ResultStore:
     """A cache of trained members on disk.
 
@@ -138,14 +217,32 @@ class ResultStore:
                             "member": member, "trainer": TRAINER_VERSION,
                             "torch": torch.__version__, "numpy": np.__version__})
 
+    @timed("training")  # nrc.timing: the notebook's "training" phase (cache loads included)
     def train(self, arch: Architecture, data, members: list[dict], config: TrainConfig = TrainConfig(), *,
-              device=None, progress=None, callback=None) -> Sweep:
+              device=None, progress=None, callback=None, executor=None) -> Sweep:
         """Like :func:`nrc.train`, but loads members trained before with the same settings.
 
-        Only the missing members are trained (together, as one stacked model, checkpointed under
-        ``root/checkpoints`` so a killed run resumes). Each finished member is written atomically
-        with its provenance; a diverged member is cached too (it would diverge again).
+        Only the missing members are trained, by ``executor`` (:mod:`nrc.executors`): ``"local"``
+        trains them here as one stacked model, checkpointed under ``root/checkpoints`` so a killed
+        run resumes; ``"ray"`` / ``"slurm"`` (or an :class:`~nrc.executors.Executor`) train them
+        in shards on a cluster, and this process writes the entries the shards send back. Default:
+        ``$NRC_EXECUTOR``, else local. Each finished member is written atomically with its
+        provenance; a diverged member is cached too (it would diverge again).
+
+        Two processes sharing the cache train a member once: a member is trained only under its
+        lock (``root/locks/KEY.lock``, an ``fcntl`` lock the OS drops when its holder dies); a
+        process that finds a member locked waits for the lock, then loads the entry, and trains
+        the member itself only if the holder died before writing it.
+
+        Raises
+        ------
+        nrc.executors.ShardError
+            Shards that still failed after their retries (named); the other shards' members are
+            cached, so a rerun trains only what is missing.
         """
+        from .executors import parse_executor
+
+        spec = parse_executor(executor)
         members = _validate_members(members, config)
         per_member = not isinstance(data, Dataset)
         datasets = list(data) if per_member else [data] * len(members)
@@ -153,29 +250,52 @@ class ResultStore:
             raise ValueError(f"got {len(datasets)} data sets for {len(members)} members")
         keys = [self.member_key(arch, config, d, m) for d, m in zip(datasets, members)]
         loaded = {k: self._load(k) for k in dict.fromkeys(keys)}  # damaged entries: set aside, recomputed
-        missing = [i for i, k in enumerate(keys) if loaded[k] is None]
-        if missing:
-            sub_data = [datasets[i] for i in missing] if per_member else data
-            ckpt = self.root / "checkpoints" / f"{fingerprint([keys[i] for i in missing])}.pt"
-            sweep = train(arch, sub_data, [members[i] for i in missing], config, device=device,
-                          checkpoint=ckpt, progress=progress, callback=callback)
-            env = environment()
-            for j, i in enumerate(missing):
-                # clone: torch.save of a view writes the whole stacked storage (M times the member)
-                _atomic_save({"params": {k: v[j].clone() for k, v in sweep.params.items()},
-                              "history": {k: v[:, j] for k, v in sweep.history.items()},
-                              "diverged": bool(sweep.diverged[j]), "member": members[i],
-                              "seconds": sweep.seconds / len(missing), "device": sweep.device,
-                              "meta": env}, self._path(keys[i]))
-        _log_training(trained=len(missing), loaded=len(members) - len(missing),
-                      seconds=sweep.seconds if missing else 0.0)
-        entries = [loaded[k] if loaded[k] is not None else torch.load(self._path(k), weights_only=False)
-                   for k in keys]
+        trained, seconds = 0, 0.0
+        missing = [k for k, v in loaded.items() if v is None]
+        while missing:
+            with _MemberLocks(self.root / "locks", missing) as held:
+                for k in held:  # another process may have finished it between our load and our lock
+                    loaded[k] = self._load(k)
+                todo = [k for k in held if loaded[k] is None]
+                if todo:
+                    first = {k: keys.index(k) for k in todo}
+                    sub_members = [members[first[k]] for k in todo]
+                    sub_data = [datasets[first[k]] for k in todo] if per_member else data
+                    t0 = time.perf_counter()
+                    if spec.kind == "local":
+                        ckpt = self.root / "checkpoints" / f"{fingerprint(todo)}.pt"
+                        sweep = train(arch, sub_data, sub_members, config, device=device,
+                                      checkpoint=ckpt, progress=progress, callback=callback)
+                        env = environment()
+                        for j, k in enumerate(todo):
+                            self._write(k, _member_entry(sweep, j, sub_members[j], env))
+                    else:
+                        from .executors import train_shards
+
+                        train_shards(spec, arch, sub_data, sub_members, todo, config, root=self.root,
+                                     write=self._write, device=device, callback=callback,
+                                     log=None if progress is False else _stderr)
+                    seconds += time.perf_counter() - t0
+                    trained += len(todo)
+                    for k in todo:
+                        loaded[k] = self._load(k)
+            waiting = [k for k in missing if k not in held]
+            if waiting:
+                _MemberLocks.wait(self.root / "locks", waiting)  # their holders finished or died
+                for k in waiting:
+                    loaded[k] = self._load(k)
+            missing = [k for k in waiting if loaded[k] is None]  # a holder died: train them ourselves
+        _log_training(trained=trained, loaded=len(set(keys)) - trained, seconds=seconds)
+        entries = [loaded[k] for k in keys]
         params = {k: torch.stack([e["params"][k] for e in entries]) for k in entries[0]["params"]}
         history = {k: np.stack([e["history"][k] for e in entries], axis=1) for k in entries[0]["history"]}
         return Sweep(arch, config, members, params, history,
                      np.array([e["diverged"] for e in entries]),
                      sum(e["seconds"] for e in entries), entries[0]["device"])
+
+    def _write(self, key: str, entry: dict) -> None:
+        """Write one cache entry atomically (a unique temporary file, then a rename)."""
+        _atomic_write(entry, self._path(key))
 
     def cached(self, arch, config, data, members) -> list[bool]:
         """Which members are already in the cache."""
@@ -222,7 +342,17 @@ def _jsonable(v):
     return v
 
 
-def record(notebook: str, values: dict, checks: list[dict] = (), *, glue: bool = True) -> Path:
+def _jsonable_tree(obj):
+    """``obj`` with numpy / torch scalars turned into Python numbers, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable_tree(v) for v in obj]
+    return _jsonable(obj)
+
+
+def record(notebook: str, values: dict, checks: list[dict] = (), *, inputs: dict | None = None,
+           glue: bool = True) -> Path:
     """Publish a notebook's key numbers: a JSON file for tests and the book, and ``myst_nb.glue``.
 
     Parameters
@@ -232,7 +362,10 @@ def record(notebook: str, values: dict, checks: list[dict] = (), *, glue: bool =
     values : dict
         Key numbers (floats, ints, strings).
     checks : list of dict
-        Verdicts from :func:`check`.
+        Evaluated checks, from :func:`nrc.verdicts.evaluate` (the registry's one evaluator).
+    inputs : dict, optional
+        The structured inputs those checks were evaluated from (check id -> rows), stored so that
+        anyone can re-evaluate the record with :func:`nrc.verdicts.evaluate`.
     glue : bool
         Also glue every value under its key (when ``myst_nb`` is installed), so the book's prose
         quotes the computed number.
@@ -245,7 +378,8 @@ def record(notebook: str, values: dict, checks: list[dict] = (), *, glue: bool =
     out = results_dir() / f"{notebook}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"notebook": notebook, "profile": os.environ.get("NRC_PROFILE", "custom"),
-               "values": values, "checks": list(checks), "meta": environment()}
+               "values": values, "checks": list(checks), "inputs": _jsonable_tree(inputs or {}),
+               "meta": environment()}
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str))
     os.replace(tmp, out)

@@ -13,6 +13,9 @@ environment variables set for the kernel (and restored afterwards):
   idle cores (:func:`choose_threads`);
 * ``NRC_TRAIN_LOG=<out>/training/<notebook>.jsonl`` -- where ``ResultStore.train`` counts training
   seconds and members trained / loaded from the cache (summed into ``status.json``);
+* ``NRC_TIMING_FILE=<out>/training/<notebook>.timing.json`` -- where :mod:`nrc.timing` writes the
+  kernel's data / training / analysis / figures seconds; with the kernel start-up read from
+  papermill's cell times they make each notebook's ``phases`` in ``status.json``;
 * ``PYTHONPATH`` gets the directory holding the running ``nrc`` package first, so the kernel
   imports the same ``nrc`` as the runner (also from a plain checkout).
 
@@ -57,6 +60,8 @@ STATUS_FILE = "status.json"
 SUMMARY_FILE = "run_summary.md"
 #: Environment variable naming the JSON-lines file ResultStore.train appends its counts to.
 TRAIN_LOG_ENV = "NRC_TRAIN_LOG"
+#: Environment variable naming the per-notebook phase-timing file (see :mod:`nrc.timing`).
+TIMING_ENV = "NRC_TIMING_FILE"
 
 
 def _kernel_manager(log_path: Path):
@@ -281,6 +286,41 @@ def _source_hash(src: Path, params: dict) -> str:
     return h.hexdigest()[:20]
 
 
+def _timing_path(train_log: Path) -> Path:
+    """The :mod:`nrc.timing` file of the notebook whose training log is ``train_log``."""
+    return train_log.with_name(train_log.name.replace(".jsonl", "") + ".timing.json")
+
+
+def _phases(executed: Path, timing_file: Path, seconds: float) -> dict:
+    """Where a notebook's wall ``seconds`` went: kernel start-up, the :mod:`nrc.timing` phases, other.
+
+    ``startup`` is the time from papermill's notebook start (``metadata.papermill.start_time``, set
+    before the kernel is launched) to the start of the first executed cell; ``other`` is the rest
+    of the wall time (notebook code outside the library's phases, papermill's own work).
+    """
+    from datetime import datetime
+
+    from .timing import PHASES, read
+
+    out = {"startup": 0.0}
+    try:
+        import nbformat
+
+        nb = nbformat.read(str(executed), as_version=4)
+        begin = nb.metadata.get("papermill", {}).get("start_time")
+        first = next((c.metadata.get("papermill", {}).get("start_time") for c in nb.cells
+                      if c.cell_type == "code" and c.metadata.get("papermill", {}).get("start_time")), None)
+        if begin and first:
+            out["startup"] = max(0.0, (datetime.fromisoformat(first) - datetime.fromisoformat(begin)).total_seconds())
+    except Exception:  # noqa: BLE001 - a missing or unreadable notebook leaves start-up at 0
+        pass
+    measured = read(timing_file)
+    for name in PHASES:
+        out[name] = float(measured.get(name, 0.0))
+    out["other"] = max(0.0, float(seconds) - sum(out.values()))
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 def _training_counts(path: Path) -> dict:
     """Sum the lines ResultStore.train appended to ``path`` (see :data:`TRAIN_LOG_ENV`)."""
     out = {"train_seconds": 0.0, "members_trained": 0, "members_loaded": 0}
@@ -326,7 +366,7 @@ def _relativize(nb_path: Path, repo: Path) -> None:
 def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, notebooks_dir="notebooks",
               out_dir="book/executed", kernel: str = "python3", timeout: float | None = None,
               threads: str | int | None = "auto", resume: bool = True,
-              log: Callable[[str], None] = print) -> RunReport:
+              log: Callable[[str], None] = print, executor=None, overrides=None) -> RunReport:
     """Execute a profile's notebooks with papermill and write ``<out_dir>/status.json``.
 
     Parameters
@@ -352,6 +392,14 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         the cache and its checkpoints.
     log : callable
         Receives one line per notebook as it finishes and the final summary.
+    executor : str, dict or nrc.executors.Executor, optional
+        ``"ray"`` / ``"slurm"``: run the notebooks in parallel, one Ray task or SLURM job each
+        (:class:`nrc.executors.NotebookPool`), and set ``$NRC_EXECUTOR`` for their kernels so
+        ``ResultStore.train`` shards their training (Ray); notebooks sharing a sweep train each
+        member once (per-member locks in the cache). Default: one notebook after the other, here.
+    overrides : dict, optional
+        ``{parameter: value}`` applied to every notebook of the profile that declares the
+        parameter (``nrc reproduce --set epochs=1``); a parameter no notebook declares is an error.
 
     Raises
     ------
@@ -365,7 +413,18 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     notebooks_dir = Path(notebooks_dir).resolve()
     if not isinstance(profile, Profile):
         profile = load_profile(profile, notebooks_dir)
+    if overrides:
+        for note in _apply_overrides(profile, overrides, notebooks_dir):
+            log(f"note: {note}")
     declared = validate_profile(profile, notebooks_dir)
+    pool = None
+    if executor is not None:
+        from .executors import NotebookPool, parse_executor
+
+        spec = parse_executor(executor)
+        if spec.kind != "local":
+            cache = os.environ.get("NRC_CACHE_DIR") or str(notebooks_dir.parent / ".nrc-cache")
+            pool = NotebookPool(spec, Path(cache), log=log)
     names = list(profile.notebooks)
     if only is not None:
         only = [only] if isinstance(only, str) else list(only)
@@ -375,14 +434,17 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
                              f"valid names: {', '.join(names) or '(none)'}")
         names = [n for n in names if n in set(only)]
 
+    device = _device()
+    # Kernels run here unless a pool sends them elsewhere: refuse before anything is written.
+    if pool is None and str(profile.device).startswith("cuda") and device.startswith("CPU"):
+        raise ValueError(f"profile {profile.name!r} needs CUDA (device {profile.device!r}) but torch sees no "
+                         "GPU here; run it on a machine with CUDA, or use --profile full (the published "
+                         "CPU scale) or --profile smoke")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     repo = notebooks_dir.parent
     status_path = out_dir / STATUS_FILE
     commit, dirty = git_state(repo)
-    device = _device()
-    if profile.device.startswith("cuda") and device.startswith("CPU"):
-        log(f"warning: profile {profile.name!r} asks for device {profile.device!r} but no GPU is visible")
     started = _now()
     provenance = {
         "profile": profile.name, "description": profile.description, "profile_device": profile.device,
@@ -421,7 +483,29 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         f"{len(names)} notebook{'s' if len(names) != 1 else ''} -> {out_dir}")
     width = max((len(n) for n in names), default=0)
     train_logs = out_dir / "training"
-    with _environ(_kernel_env(profile, out_dir, repo, n_threads)):
+    kernel_env = _kernel_env(profile, out_dir, repo, n_threads)
+    if pool is not None:
+        kernel_env["NRC_EXECUTOR"] = pool.kernel_executor()
+
+    def finish(name, params, source_hash, dst, train_log, seconds, error, details, where):
+        if dst.is_file():
+            try:
+                _relativize(dst, repo)
+            except Exception as e:  # noqa: BLE001 - an unreadable output is reported, not fatal
+                error = error or f"could not rewrite paths in {dst.name}: {e}"
+        run = NotebookRun(name, seconds, error is None, error, details, dst)
+        report.runs.append(run)
+        entries[name] = {"name": name, "seconds": round(seconds, 2), "ok": run.ok, "error": error,
+                         "profile": profile.name, "started": started, "commit": commit,
+                         "parameters": params, "output": dst.name, "source_hash": source_hash,
+                         "skipped": False, "where": where, **_training_counts(train_log),
+                         "phases": _phases(dst, _timing_path(train_log), seconds)}
+        log(f"{name:<{width}}  {seconds:8.1f} s  {'ok' if run.ok else 'FAILED: ' + str(run.error)}"
+            + (f"  ({where.get('executor')} on {where.get('host')})" if pool is not None else ""))
+        write_status(None)
+
+    queued = {}
+    with _environ(kernel_env):
         for name in names:
             src, dst = notebooks_dir / f"{name}.ipynb", out_dir / f"{name}.ipynb"
             params = _parameters(profile, name, declared)
@@ -436,32 +520,86 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
             train_log = train_logs / f"{name}.jsonl"
             train_log.parent.mkdir(parents=True, exist_ok=True)
             train_log.write_text("")
+            _timing_path(train_log).unlink(missing_ok=True)
+            if pool is not None:  # run later, in parallel; kernels get kernel_env plus their own log
+                pool.submit(name, dict(src=str(src), dst=str(dst), parameters=params, kernel=kernel,
+                                       cwd=str(notebooks_dir), timeout=timeout,
+                                       env={**kernel_env, TRAIN_LOG_ENV: str(train_log),
+                                            TIMING_ENV: str(_timing_path(train_log))},
+                                       kernel_log=str(train_logs / f"{name}.kernel.log")))
+                queued[name] = (params, source_hash, dst, train_log)
+                continue
             start, error, details = time.perf_counter(), None, None
             try:
-                with _environ({TRAIN_LOG_ENV: str(train_log)}):
+                with _environ({TRAIN_LOG_ENV: str(train_log), TIMING_ENV: str(_timing_path(train_log))}):
                     pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel,
                                         cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout,
                                         kernel_manager_class=_kernel_manager(train_logs / f"{name}.kernel.log"))
             except Exception as e:  # noqa: BLE001 - record any failure and go on with the next notebook
                 error, details = _error_text(e)
-            seconds = time.perf_counter() - start
-            if dst.is_file():
-                try:
-                    _relativize(dst, repo)
-                except Exception as e:  # noqa: BLE001 - an unreadable output is reported, not fatal
-                    error = error or f"could not rewrite paths in {dst.name}: {e}"
-            run = NotebookRun(name, seconds, error is None, error, details, dst)
-            report.runs.append(run)
-            entries[name] = {"name": name, "seconds": round(seconds, 2), "ok": run.ok, "error": error,
-                             "profile": profile.name, "started": started, "commit": commit,
-                             "parameters": params, "output": dst.name, "source_hash": source_hash,
-                             "skipped": False, **_training_counts(train_log)}
-            log(f"{name:<{width}}  {seconds:8.1f} s  {'ok' if run.ok else 'FAILED'}")
-            write_status(None)
+            finish(name, params, source_hash, dst, train_log, time.perf_counter() - start, error, details,
+                   {"executor": "local", "host": platform.node()})
+        if pool is not None:
+            for name, out in pool.results():
+                finish(name, *queued[name], out["seconds"], out["error"], out["details"], out["where"])
     report.total_seconds = time.perf_counter() - t0
     write_status(_now())
     log(_summary(report))
     return report
+
+
+def _apply_overrides(profile: Profile, overrides: dict, notebooks_dir: Path) -> list[str]:
+    """Apply ``{parameter: value}`` (``nrc reproduce --set``) to the notebooks of ``profile``.
+
+    ``KEY`` goes to every notebook that declares ``KEY`` with a type that accepts the value;
+    ``NOTEBOOK.KEY`` to that notebook only (then :func:`validate_profile` checks the type). Returns
+    one note per notebook that declares ``KEY`` with another type and was left alone (e.g.
+    ``refine_steps=0`` and T1's list of budgets). Raises ValueError naming a key that no notebook
+    declares (or no notebook can take) and the declared ones.
+    """
+    declared = {}
+    for name in profile.notebooks:
+        try:
+            declared[name] = notebook_parameters(Path(notebooks_dir) / f"{name}.ipynb")
+        except (ValueError, OSError):
+            declared[name] = {}  # reported by validate_profile
+    known = sorted({p for params in declared.values() for p in params})
+    notes = []
+    for key, value in overrides.items():
+        nb, dot, param = key.rpartition(".")
+        if dot:
+            if nb not in profile.notebooks or param not in declared[nb]:
+                raise ValueError(f"--set {key}=...: {nb!r} is not a notebook of profile {profile.name!r} declaring "
+                                 f"{param!r}; notebooks: {', '.join(profile.notebooks)}")
+            profile.notebooks[nb] = {**profile.notebooks[nb], param: value}
+            continue
+        users = [n for n in profile.notebooks if key in declared[n]]
+        fits = [n for n in users if declared[n][key].accepts(value)]
+        if not fits:
+            raise ValueError(f"--set {key}={value!r}: no notebook of profile {profile.name!r} declares a parameter "
+                             f"{key!r}" + (f" of a type that takes {value!r}" if users else "")
+                             + f"; declared parameters: {', '.join(known)}")
+        for n in fits:
+            profile.notebooks[n] = {**profile.notebooks[n], key: value}
+        notes += [f"--set {key}: {n} declares {key}: {declared[n][key].type}; left as is "
+                  f"(use --set {n}.{key}=VALUE)" for n in users if n not in fits]
+    return notes
+
+
+def _parse_sets(items) -> dict:
+    """``["epochs=1", "refine_steps=0"]`` -> ``{"epochs": 1, "refine_steps": 0}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set must be KEY=VALUE (e.g. --set epochs=1), got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError(f"--set {key.strip()}: {text!r} is not a YAML value (e.g. 1, 0.5, [1, 2], true)") from None
+    return out
 
 
 def _write_summary(path: Path, status: dict) -> None:
@@ -478,6 +616,24 @@ def _write_summary(path: Path, status: dict) -> None:
             f"wall time in all; device {status['device']}, {status.get('threads')} thread(s), load average "
             f"{status.get('load_average')} at the start; commit `{str(status.get('commit'))[:10]}`"
             + ("" if status.get("finished") else "; **the run has not finished**") + ".")
+    split = ["| notebook | wall s | start-up s | data s | training s | analysis s | figures s | other s | analysis share |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    sums = dict.fromkeys(("seconds", "startup", "data", "training", "analysis", "figures", "other"), 0.0)
+    for e in status["notebooks"]:
+        ph = e.get("phases")
+        if not isinstance(ph, dict):
+            continue
+        wall = float(e.get("seconds") or 0)
+        vals = [float(ph.get(k, 0.0)) for k in ("startup", "data", "training", "analysis", "figures", "other")]
+        for k, v in zip(sums, [wall] + vals):
+            sums[k] += v
+        share = f"{vals[3] / wall:.0%}" if wall > 0 else ""
+        split.append(f"| {e['name']} | {wall:.1f} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {share} |")
+    if len(split) > 2:
+        share = f"{sums['analysis'] / sums['seconds']:.0%}" if sums["seconds"] > 0 else ""
+        split.append("| **all** | " + " | ".join(f"**{v:.1f}**" for v in sums.values()) + f" | **{share}** |")
+        rows += ["", "Where the wall time went (`phases` in `status.json`: kernel start-up from papermill's cell "
+                 "times, the rest measured by `nrc.timing` inside the kernel; other = wall minus the rest):", ""] + split
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(head + "\n\n" + "\n".join(rows) + "\n")
     os.replace(tmp, path)
@@ -530,6 +686,12 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                              "sources left it ok in the output folder")
     parser.add_argument("--list", action="store_true",
                         help="list the profile's notebooks and their parameters, run nothing")
+    parser.add_argument("--set", dest="set", action="append", metavar="KEY=VALUE",
+                        help="override a parameter in every notebook that declares it, e.g. --set epochs=1 "
+                             "(repeatable; the value is read as YAML)")
+    from .executors import add_executor_arguments
+
+    add_executor_arguments(parser)
     return parser
 
 
@@ -571,9 +733,13 @@ def run_reproduce(args: argparse.Namespace) -> int:
         threads = getattr(args, "threads", "auto")
         if threads != "auto" and not (str(threads).isdigit() and int(threads) >= 1):
             raise ValueError(f"--threads must be 'auto' or an integer >= 1, got {threads!r}")
+        from .executors import executor_from_args
+
+        executor = executor_from_args(args, profile.raw.get("cluster"))
         report = reproduce(profile, only=args.only, notebooks_dir=notebooks_dir, out_dir=args.out,
                            kernel=args.kernel, timeout=args.timeout, threads=threads,
-                           resume=getattr(args, "resume", True))
+                           resume=getattr(args, "resume", True), executor=executor,
+                           overrides=_parse_sets(getattr(args, "set", None)))
     except (ProfileError, FileNotFoundError, ValueError) as e:
         print(f"nrc reproduce: {e}", file=sys.stderr)
         return 2

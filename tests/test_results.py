@@ -83,3 +83,50 @@ def test_member_key_changes_with_library_versions(tmp_path, monkeypatch, module)
     assert store.member_key(arch, config, data, member) != key
     monkeypatch.undo()
     assert store.member_key(arch, config, data, member) == key
+
+
+def test_train_takes_its_executor_from_the_environment(tmp_path, monkeypatch):
+    """Notebooks reach the executor through $NRC_EXECUTOR (set by `nrc reproduce --executor`)."""
+    from nrc.executors import ExecutorError
+
+    data, arch, config = _setup()
+    store = nrc.ResultStore(tmp_path)
+    monkeypatch.setenv("NRC_EXECUTOR", "dask")
+    with pytest.raises(ExecutorError, match=r"^\$NRC_EXECUTOR='dask': executor option 'kind' must be one of "
+                                            r"local, ray, slurm, got 'dask'$"):
+        store.train(arch, data, [{"weight_decay": 1e-3}], config, progress=False)
+    assert not (tmp_path / "members").exists()  # nothing trained on a bad executor
+    monkeypatch.setenv("NRC_EXECUTOR", '{"kind": "local"}')
+    store.train(arch, data, [{"weight_decay": 1e-3}], config, progress=False)
+    assert store.cached(arch, config, data, [{"weight_decay": 1e-3}]) == [True]
+
+
+def test_a_member_locked_by_a_live_process_is_waited_for_then_loaded(tmp_path, monkeypatch):
+    """A member another process is training (its lock held) is not trained twice: train waits for
+    the lock and loads the entry the holder wrote."""
+    import threading
+
+    from nrc.results import _MemberLocks
+
+    data, arch, config = _setup()
+    member = [{"weight_decay": 1e-3, "seed": 0}]
+    store = nrc.ResultStore(tmp_path)
+    key = store.member_key(arch, config, data, {"weight_decay": 1e-3, "seed": 0, "lr": config.lr})
+    trained = nrc.train(arch, data, member, config, progress=False)
+    locks = _MemberLocks(tmp_path / "locks", [key])
+    assert locks.__enter__() == [key]  # "the other process" holds the member's lock
+
+    def finish():  # the holder writes the entry, then releases the lock
+        from nrc.results import _member_entry
+
+        store._write(key, _member_entry(trained, 0, member[0], {}))
+        locks.__exit__(None, None, None)
+
+    calls = []
+    monkeypatch.setattr(nrc.results, "train", lambda *a, **k: calls.append(1))
+    timer = threading.Timer(0.5, finish)
+    timer.start()
+    sweep = store.train(arch, data, member, config, progress=False, executor="local")
+    timer.join()
+    assert calls == []  # waited and loaded, never trained
+    assert all(torch.equal(sweep.params[k], trained.params[k]) for k in trained.params)
