@@ -29,7 +29,7 @@ _EXPORTS = {
                   "regularized_objective", "residual_projector", "ridge_readout",
                   "solve_reduced_problem", "straight_path"),
     "models": ("ACTIVATIONS", "Architecture", "forward", "from_module", "init_params", "is_decayed", "to_module"),
-    "results": ("ResultStore", "check", "environment", "record", "results_dir", "save_run", "save_table"),
+    "results": ("ResultStore", "environment", "record", "results_dir", "save_run", "save_table"),
     "spectra": ("dist_to_rank", "energy_rank", "numerical_rank", "relative_dist_to_rank", "svdvals"),
     "theorem": ("SITE_COLUMNS", "site_quantities"),
     "train": ("Sweep", "TrainConfig", "grid", "member_losses", "regularized_loss", "train"),

@@ -31,7 +31,7 @@ from .models import Architecture
 from .timing import timed
 from .train import Sweep, TrainConfig, _validate_members, train
 
-__all__ = ["ResultStore", "environment", "record", "check", "save_table", "save_run", "results_dir",
+__all__ = ["ResultStore", "environment", "record", "save_table", "save_run", "results_dir",
            "fingerprint"]
 
 #: Bump when a change to the trainer changes results, so old cache entries are not reused.
@@ -325,13 +325,6 @@ def results_dir(notebook: str | None = None) -> Path:
     """
     root = Path(os.environ.get("NRC_RESULTS_DIR") or "~/.cache/nrc/results").expanduser().absolute()
     return root / notebook if notebook else root
-
-
-def check(claim: int, what: str, measured: str, passed: bool) -> dict:
-    """One line of a notebook's verdict: which SPEC section-6 claim, what was tested, the outcome."""
-    if not 1 <= int(claim) <= 16:
-        raise ValueError(f"claim must be a SPEC section-6 claim number in [1, 16], got {claim}")
-    return {"claim": int(claim), "what": what, "measured": measured, "passed": bool(passed)}
 
 
 def _jsonable(v):

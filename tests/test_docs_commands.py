@@ -35,7 +35,7 @@ PAGES = ["README.md"] + sorted(str(p.relative_to(REPO)) for p in (REPO / "book")
 # The README's set-up commands: CI (.ci/run) runs them itself.
 SETUP = {
     'pip install torch==2.13.0 -e . && nrc sweep',
-    'pip install torch==2.13.0 -e ".[book,test]" && python -m pytest',
+    'pip install torch==2.13.0 -e ".[book,test,cluster]" && python -m pytest',
 }
 # What a documented command may leave in the scratch tree (both ignored by git).
 ALLOWED_OUTPUTS = ("runs", ".nrc-cache")

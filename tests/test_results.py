@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import numpy as np
 import torch
 
 import nrc
@@ -54,18 +55,21 @@ def test_cached_member_carries_provenance(tmp_path):
 def test_record_and_save_table(tmp_path, monkeypatch):
     monkeypatch.setenv("NRC_RESULTS_DIR", str(tmp_path))
     monkeypatch.setenv("NRC_PROFILE", "smoke")
-    checks = [nrc.check(2, "ranks fall", "rho=-0.9", True)]
-    path = nrc.record("demo", {"x": torch.tensor(1.5), "n": 3}, checks, glue=False)
+    from nrc import verdicts
+
+    inputs = {"t6.a3": {"values": [np.float64(0.5)]}, "t6.chain": {"values": [0.2]}}
+    checks = verdicts.evaluate("t6_tcv_propagation", inputs)
+    path = nrc.record("demo", {"x": torch.tensor(1.5), "n": 3}, checks, inputs=inputs, glue=False)
     rec = json.loads(path.read_text())
     assert rec["values"] == {"x": 1.5, "n": 3}
-    assert rec["profile"] == "smoke" and rec["checks"][0]["passed"] is True
+    assert rec["profile"] == "smoke" and [c["verdict"] for c in rec["checks"]] == ["pass", "pass"]
+    assert rec["inputs"]["t6.a3"] == {"values": [0.5]}  # numpy scalars stored as plain numbers
+    assert verdicts.evaluate("t6_tcv_propagation", rec["inputs"]) == rec["checks"]  # re-evaluable
     assert "commit" in rec["meta"]
     import pandas as pd
 
     csv = nrc.save_table(pd.DataFrame({"a": [1, 2]}), "demo", "table")
     assert csv == tmp_path / "demo" / "table.csv" and csv.read_text().startswith("a\n1")
-    with pytest.raises(ValueError, match="claim"):
-        nrc.check(17, "x", "y", True)
 
 
 @pytest.mark.parametrize("module", ["torch", "numpy"])
