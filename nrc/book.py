@@ -594,6 +594,13 @@ def _scorecard_page(claims: list[dict], results: dict[str, dict], names: list[st
             deciding = " ".join(str(r["deciding"][1].get("measured", "")).split())
             if len(r["pages"]) > 1:
                 deciding += f" ({_short_name(r['deciding'][0])})"
+            # Theorem A's exact form on trained networks (T2, E1-E3, E8): a bound weaker than the trivial
+            # d_K <= ||W||_F says nothing, so count where it says more
+            bounds = [(nb, c) for nb, c in r["checks"] if "informative" in c and str(c.get("check", "")).endswith(".bound")]
+            if bounds:
+                inf, tot = sum(c["informative"] for _, c in bounds), sum(c["rows"] for _, c in bounds)
+                deciding += (f"; the bound is informative (below $\\|W\\|_F$) on {inf} of {tot} rows, "
+                             f"vacuous on the rest")
         elif r["verdict"] == "context":
             deciding = "not one of the paper's experiments"
         else:

@@ -266,7 +266,7 @@ def _stat_bound(inp, params, what):
                 f"(informative) on {informative} of {rel.size}{where} rows")
     detail = (f"bound/‖W‖_F{where}: min {_fmt(float(rel.min()))}, median {_fmt(float(np.median(rel)))}, "
               f"max {_fmt(float(rel.max()))}; {rel.size - informative} vacuous rows (bound ≥ ‖W‖_F)")
-    return verdict, worst, None, measured, detail
+    return verdict, worst, None, measured, detail, {"informative": informative, "rows": int(rel.size)}
 
 
 def _per_seed(rows, fn, what, group_key="site"):
@@ -534,7 +534,8 @@ def _build() -> tuple[Check, ...]:
            "Each link is a step of the proof; a ratio above 1 is a bug.", {"threshold": 1.0}),
         _c("deriv.agree", "derivation_theorem_a", 4, "construction", "le",
            "`nrc.site_quantities` computes the derivation's numbers",
-           "largest relative difference between the two computations", "every layer and quantity",
+           "largest relative difference between the two computations (the gradient's norm and the residual "
+           "on the scale $\\lambda\\|W_\\ell\\|_F$ of the two terms that cancel in $G_\\ell$)", "every layer and quantity",
            "the notebook's `agree_tol`", "Two independent computations of the same float64 numbers."),
     ]
     # ---- T1: stationarity (claim 1), the optimiser apart
@@ -852,7 +853,7 @@ def evaluate_one(check: Check | str, inp, *, variant: str = "") -> dict:
     """
     chk = _BY_ID[check] if isinstance(check, str) else check
     what = chk.id + (f"@{variant}" if variant else "")
-    verdict, value, interval, measured, detail = _STATISTICS[chk.statistic](inp, chk.params, what)
+    verdict, value, interval, measured, detail, *extra = _STATISTICS[chk.statistic](inp, chk.params, what)
     if chk.kind == "report":
         verdict = "reported"
     return {"id": what, "check": chk.id, "variant": variant, "claim": chk.claim, "kind": chk.kind,
@@ -860,7 +861,7 @@ def evaluate_one(check: Check | str, inp, *, variant: str = "") -> dict:
             "threshold": chk.threshold, "reason": chk.reason, "verdict": verdict,
             "value": None if value is None else float(value),
             "interval": None if interval is None else [float(x) for x in interval],
-            "measured": measured, "detail": detail}
+            "measured": measured, "detail": detail, **(extra[0] if extra else {})}
 
 
 def evaluate(notebook: str, inputs: Mapping[str, object]) -> list[dict]:
@@ -1052,6 +1053,13 @@ CHANGES: tuple[dict, ...] = (
     {"claim": 4, "old": [("e7_any_model", 1)], "new": ["e7.nrc", "e7.agree"],
      "old_rule": "the bound on an nrc-trained network and agreement of `analyze_model` with `analyze`, one check",
      "new_rule": "two checks", "reason": "Two different statements, each with its own threshold."},
+    {"claim": 4, "old": [("derivation_theorem_a", 2)], "new": ["deriv.agree"],
+     "old_rule": "every quantity's relative difference to `nrc.site_quantities` <= agree_tol, each on its own scale",
+     "new_rule": "the same, with $\\|G_\\ell\\|_F$ and the residual on the scale $\\lambda\\|W_\\ell\\|_F$ of the terms "
+                 "that cancel in $G_\\ell=\\lambda W_\\ell+\\nabla_{W_\\ell}\\mathcal L_0$",
+     "reason": "Near stationarity $\\|G\\|$ is a difference of two terms about $10^7$ times larger, so two exact "
+               "float64 computations of it differ by $10^{-9}$ of itself (measured in a trial run after the analysis "
+               "was rewritten); the rounding of that difference is set by the terms, not by the result."},
     {"claim": 4, "old": [("e2_proportional_to_tcv", 4)], "new": ["e2.bound"],
      "old_rule": "the bound check counted under claim 14", "new_rule": "counted under claim 4 (construction)",
      "reason": "It is Theorem A's inequality, which claim 4 states."},
@@ -1062,7 +1070,6 @@ CHANGES: tuple[dict, ...] = (
 #: check of the first run is accounted for: changed in ``CHANGES`` or listed here).
 UNCHANGED: dict[tuple[str, int], str] = {
     ("derivation_theorem_a", 0): "deriv.identity", ("derivation_theorem_a", 1): "deriv.chain",
-    ("derivation_theorem_a", 2): "deriv.agree",
     ("e1_rank_vs_weight_decay", 3): "e1.bound", ("e1_rank_vs_weight_decay", 10): "e1.bound",
     ("e3_residual_networks", 3): "e3.bound", ("e4_no_loss_barrier", 1): "e4.endpoints",
     ("e4b_dnc1_optimality", 0): "e4b.fact", ("e4b_dnc1_optimality", 1): "e4b.layerwise",
