@@ -292,7 +292,8 @@ def _trend_like(per_group: dict, direction: str, zero: float, what: str, label: 
             worst = (key, g, m, lo, hi, len(vals))
     verdict = "differs" if "differs" in verdicts else "inconclusive" if "inconclusive" in verdicts else "pass"
     _, g, m, lo, hi, n = worst
-    measured = f"{label} {_interval_text(m, lo, hi, n)} (worst of {len(per_group)}: {g})"
+    measured = f"${label}{m:.2f}$ " + (f"[{lo:.2f}, {hi:.2f}], {n} seeds" if n >= 2 else "(1 seed: no spread)") \
+        + f" (worst of {len(per_group)}: {g})"
     return verdict, m, [lo, hi], measured, "; ".join(lines)
 
 
@@ -309,7 +310,7 @@ def _stat_trend(inp, params, what):
     deciding = {g: v for g, v in per.items() if scored is None or g in scored}
     if not deciding:
         raise CheckError(f"{what}: no row lies in the scored sites {scored}")
-    verdict, m, iv, measured, detail = _trend_like(deciding, params["direction"], 0.0, what, "$\\rho=$")
+    verdict, m, iv, measured, detail = _trend_like(deciding, params["direction"], 0.0, what, "\\rho=")
     others = {g: v for g, v in per.items() if g not in deciding}
     if others:
         rep = [f"{g}: {_interval_text(*bootstrap_mean(list(v.values())), len(v))}" for g, v in others.items()]
