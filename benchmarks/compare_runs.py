@@ -23,6 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: Columns and values that are rounding errors or wall times, not results: left out of the comparison.
+SKIP = ("identity", "_err", "gap", "seconds", "relative difference", "kink_fraction")
+
+
+def _skip(name: str) -> bool:
+    return any(s in name for s in SKIP)
+
+
 #: Float columns that identify a row rather than measure it (grids the notebooks sweep).
 GRID = {"weight_decay", "spread", "budget", "refine_steps", "lr", "epochs", "checkpoint", "s", "t", "lambda"}
 
@@ -43,7 +51,7 @@ def compare_tables(old: pd.DataFrame, new: pd.DataFrame) -> tuple[float, str, in
     """(largest relative change, its column, rows matched) of two tables."""
     ids = [c for c in _ids(old) if c in new.columns and c in _ids(new)]
     nums = [c for c in old.columns if c in new.columns and c not in ids
-            and pd.api.types.is_numeric_dtype(old[c]) and pd.api.types.is_numeric_dtype(new[c])]
+            and pd.api.types.is_numeric_dtype(old[c]) and pd.api.types.is_numeric_dtype(new[c]) and not _skip(c)]
     if not nums:
         return 0.0, "", 0
     if ids:
@@ -79,7 +87,7 @@ def compare_runs(old_dir: Path, new_dir: Path) -> pd.DataFrame:
         ov = json.loads((old_dir / "results" / f"{nb}.json").read_text()).get("values", {})
         nv = json.loads((new_dir / "results" / f"{nb}.json").read_text()).get("values", {})
         vworst, vwhere = 0.0, ""
-        for k in sorted(set(ov) & set(nv)):
+        for k in sorted(k for k in set(ov) & set(nv) if not _skip(k)):
             a, b = ov[k], nv[k]
             if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
                 r = _rel(np.array([float(b)]), np.array([float(a)]))[0]
