@@ -74,6 +74,8 @@ def _changes(new: pd.DataFrame, ref: pd.DataFrame, cols: list[str], on: list[str
         if c in new and c in ref:
             a, b = m[c].to_numpy(float), m[c + "_ref"].to_numpy(float)
             fin = np.isfinite(a) & np.isfinite(b)
+            if not fin.any():  # not measured in this notebook (e.g. no test split)
+                continue
             r = _rel(a[fin], b[fin])
             worst[c], median[c] = float(r.max()), float(np.median(r))
             bitwise &= bool(np.array_equal(a, b, equal_nan=True))
@@ -135,7 +137,8 @@ def compare(out: Path, reference: Path, notebook: str) -> dict:
 
 
 def table(result: dict) -> str:
-    cols = [c for c in SITE_COLS + MEMBER_COLS if c in result["seed_spread_median"]]
+    cols = [c for c in SITE_COLS + MEMBER_COLS if c in result["seed_spread_median"]
+            and np.isfinite(result["seed_spread_median"][c])]
     head = "| | bitwise equal | " + " | ".join(f"`{c}`" for c in cols) + " |"
     lines = [f"Largest relative change of each per-member number of `{result['notebook']}` against the "
              f"reference run ({result['reference_status']['device']}, {result['reference_status']['threads']} "
