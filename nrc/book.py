@@ -1139,6 +1139,20 @@ def prepare_notebook(nb: dict, record: dict | None = None, profile: str | None =
 
     nb = copy.deepcopy(nb)
     cells = nb.get("cells", [])
+    # a value glued twice under one name (a notebook that glues a key and records it as well) makes
+    # myst-nb warn, which fails a strict build: keep the first output of each name
+    glued: set[str] = set()
+    for cell in cells:
+        kept = []
+        for out in cell.get("outputs", []) or []:
+            name = ((out.get("metadata") or {}).get("scrapbook") or {}).get("name")
+            if name and name in glued:
+                continue
+            if name:
+                glued.add(name)
+            kept.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = kept
     used = nb.get("metadata", {}).get("papermill", {}).get("parameters", {}) or {}
     out_cells = []
     params_idx = next((i for i, c in enumerate(cells)
@@ -1157,6 +1171,8 @@ def prepare_notebook(nb: dict, record: dict | None = None, profile: str | None =
                 value = _glue_value(nb, m.group(2))
                 return scale_html(value, m.group(1).strip()) if isinstance(value, str) else m.group(0)
             new = re.sub(r"^\*\*(Scale of this run):\*\*\s*\{glue:text\}`([\w-]+)`[^\n]*$", scale, src, flags=re.M)
+            # a glued verdict sentence carries MyST (bold, math): without the :myst format it renders as plain text
+            new = re.sub(r"\{glue:md\}`([\w-]+)`", r"{glue:md}`\1:myst`", new)
             if new != src:
                 cell["source"] = new
         if i == params_idx:

@@ -99,8 +99,14 @@ class Check:
         ``collapse``, ``converges``, ``at_stationarity`` or ``report``.
     statement : str
         The claim as this check reads it (MyST markdown with math).
-    quantity, scope, threshold, reason : str
-        What is measured, over which matrices / members, the threshold and why this reading is fair.
+    quantity : str
+        What is measured.
+    scope : str
+        Over which weight matrices and members.
+    threshold : str
+        The threshold, in words.
+    reason : str
+        Why this reads the claim fairly.
     params : dict
         The statistic's fixed arguments (direction, threshold, ...).
     optional : str
@@ -599,7 +605,7 @@ def _build() -> tuple[Check, ...]:
         _c("t4.smaller", "t4_any_partition", 6, "report", "report",
            "the $k$-means partition often gives a smaller bound than the labels",
            "share of weights where the $k$-means bound is not larger", "non-trivial weights with $\\lambda>0$, every seed",
-           "none (reported)", "The spec expects it; the claim does not state it."),
+           "none (reported)", "Our restatement's table of theory checks expects it; the claim does not state it."),
     ]
     # ---- T5: Corollary A1
     R += [

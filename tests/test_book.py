@@ -463,21 +463,24 @@ def test_scorecard_lists_16_claims(site):
     kinds = [r[3] for r in rows]
     assert verdicts[15] == "context" and kinds[15] == "context"
     assert set(verdicts) <= {"pass", "differs", "inconclusive", "reported", "not checked", "context"}, verdicts
-    assert set(kinds) <= {"empirical", "by construction", "context"}, kinds
+    assert set(kinds) <= {"empirical", "by construction", "our method", "context"}, kinds
     assert text.count('class="nrc-verdict ') >= 16
-    # independent tally from the records: a claim differs iff one of its checks differs, else it
-    # passes iff one passes (old records: "passed"; new ones: "verdict")
+    # independent tally from the records: a claim's deciding checks are its empirical and
+    # construction ones (old records: "passed", empirical); it differs if one differs, else is
+    # inconclusive if one is, else passes; convergence and reports never decide; a claim tested
+    # only by our own method (kind "method") takes those checks' verdict
     records = [json.loads(p.read_text()) for p in (_executed_dir() / "results").glob("*.json")]
-    found: dict[int, list[str]] = {}
+    found: dict[int, list[tuple[str, str]]] = {}
     for rec in records:
         for c in rec.get("checks", []):
             v = c["verdict"] if "verdict" in c else ("pass" if c["passed"] else "differs")
-            found.setdefault(int(c["claim"]), []).append(v)
+            found.setdefault(int(c["claim"]), []).append((c.get("kind") or "empirical", v))
     for i, (verdict, kind) in enumerate(zip(verdicts, kinds), start=1):
         if kind == "context":
             continue
-        expected = "not checked" if i not in found else next(
-            v for v in ("differs", "pass", "inconclusive", "reported") if v in found[i])
+        checks = found.get(i, [])
+        basis = [v for k, v in checks if k in ("empirical", "construction")] or [v for k, v in checks if k == "method"]
+        expected = "not checked" if not basis else next(v for v in ("differs", "inconclusive", "pass") if v in basis)
         assert verdict == expected, f"claim {i}: scorecard says {verdict}, the records say {expected}"
     n_emp = sum(k == "empirical" for k in kinds)
     n_con = sum(k == "by construction" for k in kinds)
