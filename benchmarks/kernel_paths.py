@@ -89,12 +89,11 @@ def _evaluated(run: Path, notebook: str) -> list[dict]:
     return verdicts.evaluate(notebook, rec["inputs"])
 
 
-def _verdicts(run: Path, notebook: str) -> dict[str, str]:
-    return {c["id"]: c["verdict"] for c in _evaluated(run, notebook)}
-
-
-def _check_values(run: Path, notebook: str) -> dict[str, float]:
-    return {c["id"]: c["value"] for c in _evaluated(run, notebook) if c.get("value") is not None}
+def _verdicts_and_values(run: Path, notebook: str) -> tuple[dict[str, str], dict[str, float]]:
+    """Each check's verdict and deciding number, from one evaluation of the run's record."""
+    checks = _evaluated(run, notebook)
+    return ({c["id"]: c["verdict"] for c in checks},
+            {c["id"]: c["value"] for c in checks if c.get("value") is not None})
 
 
 def rerun(path: str, out: Path, notebook: str, profile: str) -> None:
@@ -114,7 +113,9 @@ def compare(out: Path, reference: Path, notebook: str) -> dict:
                                    for k in ("device", "commit", "threads")},
               "seed_spread_median": {**_seed_spread(ref_s, SITE_COLS, ["weight_decay", "site"]),
                                      **_seed_spread(ref_m, MEMBER_COLS, ["weight_decay"])},
-              "reference_verdicts": _verdicts(reference, notebook), "paths": {}}
+              "paths": {}}
+    ref_verdicts, ref_vals = _verdicts_and_values(reference, notebook)
+    result["reference_verdicts"] = ref_verdicts
     for path in PATHS:
         run = out / path
         if not (run / "results" / f"{notebook}.json").exists():
@@ -122,13 +123,13 @@ def compare(out: Path, reference: Path, notebook: str) -> dict:
         ws, ms, bs = _changes(_table(run, notebook, "sites"), ref_s, SITE_COLS, KEYS + ["site"])
         wm, mm, bm = _changes(_table(run, notebook, "members"), ref_m, MEMBER_COLS, KEYS)
         status = json.loads((run / "status.json").read_text())
-        ref_vals, vals = _check_values(reference, notebook), _check_values(run, notebook)
+        path_verdicts, vals = _verdicts_and_values(run, notebook)
         value_change = {i: abs(vals[i] - v) / abs(v) if v else abs(vals[i] - v)
                         for i, v in ref_vals.items() if i in vals}
         result["paths"][path] = {"env": PATHS[path][0], "threads": PATHS[path][1], "bitwise_equal": bs and bm,
                                  "check_value_change": value_change,
                                  "max_rel_change": {**ws, **wm}, "median_rel_change": {**ms, **mm},
-                                 "verdicts": _verdicts(run, notebook), "commit": status.get("commit"),
+                                 "verdicts": path_verdicts, "commit": status.get("commit"),
                                  "device": status.get("device"), "seconds": status.get("run_seconds")}
     ids = result["reference_verdicts"]
     result["verdicts_that_flip"] = sorted(i for i in ids if any(p["verdicts"].get(i) != ids[i]

@@ -473,19 +473,6 @@ def _claim_kind(cl: dict) -> str:
     return kind
 
 
-def _claim_checks(results: dict[str, dict], names: list[str]) -> dict[int, list[tuple[str, dict]]]:
-    """Every recorded check, grouped by claim number, in book order of the notebooks."""
-    order = {n: i for i, n in enumerate(names)}
-    checks: dict[int, list[tuple[str, dict]]] = {}
-    for nb in sorted(results, key=lambda n: order.get(n, len(order))):
-        for c in results[nb].get("checks", []) or []:
-            try:
-                checks.setdefault(int(c.get("claim")), []).append((nb, c))
-            except (TypeError, ValueError):
-                continue
-    return checks
-
-
 def score_claims(claims: list[dict], results: dict[str, dict], names: list[str]) -> list[dict]:
     """One row per claim: its verdict and the check that decides it.
 

@@ -502,19 +502,15 @@ _R_TREND_SEEDS = ("Judged per seed so that the spread over seeds is the uncertai
                   "between seeds is inconclusive.")
 
 
-def _c(*args, **kw) -> Check:
-    return Check(*args, **kw)
-
-
 def _rank_sweep(prefix: str, notebook: str, *, variants: str = "") -> list[Check]:
     """Claims 2, 4, 10 and 14 on a rank-against-weight-decay sweep (T8, E1, E3 share them)."""
     return [
-        _c(f"{prefix}.claim2", notebook, 2, "empirical", "trend",
+        Check(f"{prefix}.claim2", notebook, 2, "empirical", "trend",
            "$d_K^F(W_\\ell)/\\|W_\\ell\\|_F$ falls as $\\lambda$ grows",
            "Spearman correlation of $\\lambda$ and $d_K^F(W_\\ell)/\\|W_\\ell\\|_F$, per seed, over the $\\lambda$ grid",
            _HIDDEN_FED, "the seed-mean interval of $\\rho$ below 0 in every scored matrix",
            _R_CLAIM2 + " " + _R_TREND_SEEDS, {"direction": "decreasing"}),
-        _c(f"{prefix}.rank", notebook, 2, "report", "report",
+        Check(f"{prefix}.rank", notebook, 2, "report", "report",
            "numerical ranks $\\mathrm{rank}_{10^{-2}}$ and $\\mathrm{rank}_{10^{-3}}$ against $\\lambda$",
            "Spearman correlation of $\\lambda$ and $\\mathrm{rank}_\\tau(W_\\ell)$ per seed",
            "every hidden weight matrix", "none (reported)",
@@ -523,23 +519,20 @@ def _rank_sweep(prefix: str, notebook: str, *, variants: str = "") -> list[Check
     ]
 
 
-REGISTRY: tuple[Check, ...] = ()  # filled below
-
-
 def _build() -> tuple[Check, ...]:
     R = []
     # ---- the derivation: the proof of Theorem A, step by step (construction)
     R += [
-        _c("deriv.identity", "derivation_theorem_a", 4, "construction", "le",
+        Check("deriv.identity", "derivation_theorem_a", 4, "construction", "le",
            "the gradient identity $\\lambda W_\\ell = G_\\ell-\\frac1N\\Delta_\\ell Z_{\\ell-1}^\\top$",
            "largest relative error of the identity", "every layer", "$10^{-10}$ (float64 rounding)",
            "An algebraic identity: only rounding can separate its sides.", {"threshold": 1e-10}),
-        _c("deriv.chain", "derivation_theorem_a", 4, "construction", "le",
+        Check("deriv.chain", "derivation_theorem_a", 4, "construction", "le",
            "$d_K^F(W)\\le\\|W-P\\|_F\\le$ bound $\\le$ Cauchy–Schwarz bound $\\le$ Lemma A2 bound, with "
            "$\\mathrm{rank}\\,P\\le K$, and the per-sample, $\\mathrm{TCV}_1$ and Lemma A2 steps of the proof",
            "largest ratio of each link of the chain (left over right)", "every layer", "1",
            "Each link is a step of the proof; a ratio above 1 is a bug.", {"threshold": 1.0}),
-        _c("deriv.agree", "derivation_theorem_a", 4, "construction", "le",
+        Check("deriv.agree", "derivation_theorem_a", 4, "construction", "le",
            "`nrc.site_quantities` computes the derivation's numbers",
            "largest relative difference between the two computations (the gradient's norm and the residual "
            "on the scale $\\lambda\\|W_\\ell\\|_F$ of the two terms that cancel in $G_\\ell$)", "every layer and quantity",
@@ -547,7 +540,7 @@ def _build() -> tuple[Check, ...]:
     ]
     # ---- T1: stationarity (claim 1), the optimiser apart
     R += [
-        _c("t1.stationarity", "t1_stationarity", 1, "empirical", "converges",
+        Check("t1.stationarity", "t1_stationarity", 1, "empirical", "converges",
            "$\\lambda W_\\ell=-\\nabla_{W_\\ell}\\mathcal L_0$ at the points a float64 refinement converges to",
            "largest relative residual $\\|\\lambda W_\\ell+\\nabla_{W_\\ell}\\mathcal L_0\\|_F/(\\lambda\\|W_\\ell\\|_F)$ "
            "over a member's weights, at each refinement budget",
@@ -558,21 +551,21 @@ def _build() -> tuple[Check, ...]:
            "The equation is the definition of a stationary point of $\\mathcal L_\\lambda$; what can fail is that "
            "training reaches one. A residual still falling is the optimiser's limit, not the claim's.",
            {"tol": STATIONARITY_TOL}),
-        _c("t1.sgd_vs_refined", "t1_stationarity", 1, "convergence", "report",
+        Check("t1.sgd_vs_refined", "t1_stationarity", 1, "convergence", "report",
            "SGD alone leaves the network far from stationarity; the refinement closes the gap",
            "median residual after SGD and after refinement", "every member", "none (reported)",
            "Shows why the theory notebooks refine before checking stationarity."),
     ]
     # ---- T2: Theorem A on the trained sweep
     R += [
-        _c("t2.bound", "t2_rank_tcv_bound", 4, "construction", "bound",
+        Check("t2.bound", "t2_rank_tcv_bound", 4, "construction", "bound",
            "Theorem A, exact form: $d_K^F(W_\\ell)\\le\\|G_\\ell\\|_F/\\lambda+\\|\\Delta_\\ell R_{\\ell-1}^\\top\\|_F/(\\lambda N)$",
            "$d_K^F(W_\\ell)$/bound, and bound$/\\|W_\\ell\\|_F$ on every row", "every layer, $\\lambda>0$, seed, loss",
            "1 (with $10^{-9}$ rounding slack)", _R_BOUND),
-        _c("t2.bound_cs", "t2_rank_tcv_bound", 4, "construction", "bound",
+        Check("t2.bound_cs", "t2_rank_tcv_bound", 4, "construction", "bound",
            "Theorem A, Cauchy–Schwarz form (looser than the exact form)",
            "$d_K^F(W_\\ell)$/CS bound", "every layer, $\\lambda>0$, seed, loss", "1", _R_BOUND),
-        _c("t2.scale_free", "t2_rank_tcv_bound", 14, "empirical", "trend",
+        Check("t2.scale_free", "t2_rank_tcv_bound", 14, "empirical", "trend",
            "the distance to rank $K$ follows the bound, scale-free: $d_K^F/\\|W\\|_F$ grows with bound$/\\|W\\|_F$",
            "Spearman correlation of bound$/\\|W_\\ell\\|_F$ and $d_K^F(W_\\ell)/\\|W_\\ell\\|_F$ per seed, over the "
            "scored matrices and $\\lambda>0$", _HIDDEN_FED, "the seed-mean interval of $\\rho$ above 0",
@@ -582,52 +575,52 @@ def _build() -> tuple[Check, ...]:
     ]
     # ---- T3: Lemma A2 (construction)
     R += [
-        _c("t3.a2", "t3_lemma_a2_constant", 4, "construction", "bound",
+        Check("t3.a2", "t3_lemma_a2_constant", 4, "construction", "bound",
            "Lemma A2: $d_K^F(W_\\ell)\\le\\|G_\\ell\\|/\\lambda+\\rho_\\ell\\sqrt{2\\mathcal L_0}\\sqrt{\\mathrm{TCV}_2/N}/\\lambda$",
            "$d_K^F$/Lemma A2 bound, and bound$/\\|W_\\ell\\|_F$", "every layer, $\\lambda>0$, seed", "1", _R_BOUND),
-        _c("t3.order", "t3_lemma_a2_constant", 4, "construction", "ge",
+        Check("t3.order", "t3_lemma_a2_constant", 4, "construction", "ge",
            "Lemma A2 is looser than Theorem A: bound $\\le$ CS bound $\\le$ A2 bound",
            "smallest ratio of the looser bound to the tighter", "every row", "1",
            "The chain of inequalities in the proof of Lemma A2.", {"threshold": 1.0}),
-        _c("t3.steps", "t3_lemma_a2_constant", 4, "construction", "le",
+        Check("t3.steps", "t3_lemma_a2_constant", 4, "construction", "le",
            "the proof steps of Lemma A2 ($\\|\\Delta_\\ell\\|_F\\le\\rho_\\ell\\|\\Delta_L\\|_F$, $\\|\\Delta_L\\|_F\\le\\sqrt{2N\\mathcal L_0}$)",
            "largest ratio of each step", "every row", "1", "Each step is an inequality of the proof.",
            {"threshold": 1.0}),
     ]
     # ---- T4: any partition
     R += [
-        _c("t4.kmeans", "t4_any_partition", 6, "construction", "bound",
+        Check("t4.kmeans", "t4_any_partition", 6, "construction", "bound",
            "Theorem A with the $k$-means clusters of $Z_{\\ell-1}$ as the partition",
            "$d_K^F$/bound with the $k$-means partition", "every layer, $\\lambda>0$, seed", "1", _R_BOUND),
-        _c("t4.random", "t4_any_partition", 6, "construction", "bound",
+        Check("t4.random", "t4_any_partition", 6, "construction", "bound",
            "Theorem A with a random balanced partition", "$d_K^F$/bound with a random partition",
            "every layer, $\\lambda>0$, seed", "1", _R_BOUND),
-        _c("t4.smaller", "t4_any_partition", 6, "report", "report",
+        Check("t4.smaller", "t4_any_partition", 6, "report", "report",
            "the $k$-means partition often gives a smaller bound than the labels",
            "share of weights where the $k$-means bound is not larger", "non-trivial weights with $\\lambda>0$, every seed",
            "none (reported)", "Our restatement's table of theory checks expects it; the claim does not state it."),
     ]
     # ---- T5: Corollary A1
     R += [
-        _c("t5.ce_chain", "t5_corollary_a1_low_rank", 5, "construction", "le",
+        Check("t5.ce_chain", "t5_corollary_a1_low_rank", 5, "construction", "le",
            "cross-entropy: $s_K(W_L)\\le\\|\\mathbf 1^\\top W_L\\|/\\sqrt K\\le\\|G_L\\|_F/\\lambda$",
            "largest ratio of each link", "every member", "1", "The corollary's proof, at any parameter.",
            {"threshold": 1.0}),
-        _c("t5.ce_rank", "t5_corollary_a1_low_rank", 5, "empirical", "at_stationarity",
+        Check("t5.ce_rank", "t5_corollary_a1_low_rank", 5, "empirical", "at_stationarity",
            "cross-entropy at stationarity: $s_K(W_L)=0$ (rank $W_L\\le K-1$)",
            "$s_K(W_L)/s_1(W_L)$, with the value $\\|G_L\\|_F/(\\lambda s_1)$ the measured residual allows",
            "every member", f"${STATIONARITY_TOL:g}$",
            "The corollary holds exactly at a stationary point; between the tolerance and what the measured "
            "residual allows, the optimiser is the limit.", {"tol": STATIONARITY_TOL}),
-        _c("t5.bias_chain", "t5_corollary_a1_low_rank", 5, "construction", "bound",
+        Check("t5.bias_chain", "t5_corollary_a1_low_rank", 5, "construction", "bound",
            "unregularised biases: $d_{K-1}^F(W_\\ell)\\le$ the $K-1$ bound",
            "$d_{K-1}^F$/bound", "every layer, $\\lambda>0$, seed", "1", _R_BOUND),
-        _c("t5.bias_trend", "t5_corollary_a1_low_rank", 5, "empirical", "trend",
+        Check("t5.bias_trend", "t5_corollary_a1_low_rank", 5, "empirical", "trend",
            "unregularised biases: $d_{K-1}^F(W_\\ell)/\\|W_\\ell\\|_F$ falls as $\\lambda$ grows",
            "Spearman correlation of $\\lambda$ and $d_{K-1}^F/\\|W\\|_F$ per seed", _HIDDEN_FED,
            "the seed-mean interval of $\\rho$ below 0",
            "The $K-1$ form is claim 2 with free biases. " + _R_TREND_SEEDS, {"direction": "decreasing"}),
-        _c("t5.dnc1_exact", "t5_corollary_a1_low_rank", 5, "empirical", "at_stationarity",
+        Check("t5.dnc1_exact", "t5_corollary_a1_low_rank", 5, "empirical", "at_stationarity",
            "exact DNC1 (within-class spread 0): $W_\\ell$ of rank $\\le K$ for $\\ell\\ge2$",
            "$d_K^F(W_\\ell)/\\|W_\\ell\\|_F$ at spread 0, with the value the measured gradient term allows",
            "hidden-fed matrices, every $\\lambda$ and seed", f"${STATIONARITY_TOL:g}$",
@@ -635,35 +628,35 @@ def _build() -> tuple[Check, ...]:
     ]
     # ---- T6: Lemma A3 (construction)
     R += [
-        _c("t6.a3", "t6_tcv_propagation", 7, "construction", "le",
+        Check("t6.a3", "t6_tcv_propagation", 7, "construction", "le",
            "Lemma A3: $\\mathrm{TCV}_2(Z_\\ell)\\le\\mathrm{Lip}(\\sigma)^2\\|W_\\ell\\|_2^2\\,\\mathrm{TCV}_2(Z_{\\ell-1})$",
            "largest ratio of the left side to the right", "every hidden layer, activation, stage", "1",
            "An inequality at any parameter.", {"threshold": 1.0}),
-        _c("t6.chain", "t6_tcv_propagation", 7, "construction", "le",
+        Check("t6.chain", "t6_tcv_propagation", 7, "construction", "le",
            "Lemma A3 chained from the input", "largest ratio", "every hidden layer", "1",
            "An inequality at any parameter.", {"threshold": 1.0}),
     ]
     # ---- T7: Lemma A4
     R += [
-        _c("t7.identity", "t7_balanced_norms", 8, "construction", "le",
+        Check("t7.identity", "t7_balanced_norms", 8, "construction", "le",
            "ReLU, no biases, any parameter: $\\lambda\\,|\\|W_\\ell\\|_F^2-\\|W_m\\|_F^2|\\le\\|G_\\ell\\|_F\\|W_\\ell\\|_F"
            "+\\|G_m\\|_F\\|W_m\\|_F$ and $|\\lambda\\|W_\\ell\\|_F^2+\\frac1N\\sum_i\\langle\\nabla_f\\ell_i,f(x_i)\\rangle|"
            "\\le\\|G_\\ell\\|_F\\|W_\\ell\\|_F$",
            "largest ratio of the left side to the right", "every pair of layers and every layer, member", "1",
            "Positive homogeneity gives the identity at any parameter.", {"threshold": 1.0}),
-        _c("t7.balance", "t7_balanced_norms", 8, "empirical", "at_stationarity",
+        Check("t7.balance", "t7_balanced_norms", 8, "empirical", "at_stationarity",
            "at stationarity $\\|W_1\\|_F=\\dots=\\|W_L\\|_F$",
            "relative spread of the layers' $\\|W_\\ell\\|_F^2$, with the spread the measured gradients allow: "
            "$(\\|G_{hi}\\|_F\\|W_{hi}\\|_F+\\|G_{lo}\\|_F\\|W_{lo}\\|_F)/(\\lambda\\,\\mathrm{mean}_\\ell\\|W_\\ell\\|_F^2)$ for the "
            "layers of largest and smallest norm", "every member", f"${BALANCE_TOL:g}$",
            "Lemma A4 is exact at a stationary point; the identity bounds the imbalance by the measured gradient, "
            "so the tolerance is tied to the residual.", {"tol": BALANCE_TOL}),
-        _c("t7.descent_bound", "t7_balanced_norms", 9, "construction", "le",
+        Check("t7.descent_bound", "t7_balanced_norms", 9, "construction", "le",
            "along a descent run: $\\sum_\\ell\\|W_\\ell\\|_F^2\\le2\\mathcal L_\\lambda(\\theta_0)/\\lambda$",
            "largest ratio of the left side to the right along the run", "every step of every member", "1",
            "Follows from $\\mathcal L_\\lambda$ not increasing; `t7.descends` checks that premise.",
            {"threshold": 1.0}),
-        _c("t7.descends", "t7_balanced_norms", 9, "convergence", "le",
+        Check("t7.descends", "t7_balanced_norms", 9, "convergence", "le",
            "the full-batch GD run descends ($\\mathcal L_\\lambda$ non-increasing)",
            "largest relative increase of $\\mathcal L_\\lambda$ between steps", "every step of every member",
            "the notebook's `descent_tol`", "The premise of the descent bound: a property of the step size."),
@@ -672,14 +665,14 @@ def _build() -> tuple[Check, ...]:
     R += _rank_sweep("t8", "t8_rank_vs_weight_decay")
     # ---- T9: claims 3 and 15 on synthetic data
     R += [
-        _c("t9.claim3", "t9_rank_vs_tcv", 3, "empirical", "trend",
+        Check("t9.claim3", "t9_rank_vs_tcv", 3, "empirical", "trend",
            "at fixed $\\lambda$, $d_K^F(W_\\ell)$ grows with $\\mathrm{TCV}(Z_{\\ell-1})$",
            "Spearman correlation of $\\mathrm{TCV}_1(Z_{\\ell-1})$ and $d_K^F(W_\\ell)$, per seed, over the spreads",
            "every weight matrix but the output layer (here the input's spread is the knob, so $W_1$ counts)",
            "the seed-mean interval of $\\rho$ above 0",
            "Claim 3 relates each matrix to the TCV of the features feeding it, whatever they are. " + _R_TREND_SEEDS,
            {"direction": "increasing"}),
-        _c("t9.claim15", "t9_rank_vs_tcv", 15, "empirical", "slope_in",
+        Check("t9.claim15", "t9_rank_vs_tcv", 15, "empirical", "slope_in",
            "$d_K^F(W_\\ell)$ roughly proportional to $\\mathrm{TCV}(Z_{\\ell-1})$",
            "least-squares slope of $\\log d_K^F(W_\\ell)$ on $\\log\\mathrm{TCV}_1(Z_{\\ell-1})$, per seed",
            "every weight matrix but the output layer",
@@ -692,10 +685,10 @@ def _build() -> tuple[Check, ...]:
     for prefix, nb in (("e1", "e1_rank_vs_weight_decay"), ("e3", "e3_residual_networks")):
         R += _rank_sweep(prefix, nb)
         R += [
-            _c(f"{prefix}.bound", nb, 4, "construction", "bound",
+            Check(f"{prefix}.bound", nb, 4, "construction", "bound",
                "Theorem A, exact form, on every weight matrix", "$d_K^F$/bound, and bound$/\\|W_\\ell\\|_F$",
                "every weight matrix, $\\lambda>0$, seed", "1", _R_BOUND),
-            _c(f"{prefix}.claim10", nb, 10, "empirical", "collapse",
+            Check(f"{prefix}.claim10", nb, 10, "empirical", "collapse",
                "DNC1 emerges: NC1 of the last hidden features falls during training and ends collapsed",
                "NC1 of the last hidden features at initialisation and after training, per member",
                "every member with $\\lambda>0$ (diverged members left out and counted)",
@@ -704,12 +697,12 @@ def _build() -> tuple[Check, ...]:
                "variance, and we call features collapsed one decade below. How NC1 varies with $\\lambda$ is "
                "reported (`.nc1_lambda`), since no abstract states a direction.",
                {"threshold": COLLAPSE_NC1}),
-            _c(f"{prefix}.nc1_lambda", nb, 10, "report", "report",
+            Check(f"{prefix}.nc1_lambda", nb, 10, "report", "report",
                "NC1 of the last hidden features against $\\lambda$", "Spearman correlation per seed",
                "every member", "none (reported)", "No abstract states how collapse varies with $\\lambda$."),
         ]
     R += [
-        _c("e1.scale_free", "e1_rank_vs_weight_decay", 14, "empirical", "trend",
+        Check("e1.scale_free", "e1_rank_vs_weight_decay", 14, "empirical", "trend",
            "the distance to rank $K$ follows the bound, scale-free", "as `t2.scale_free`", _HIDDEN_FED,
            "the seed-mean interval of $\\rho$ above 0",
            "As `t2.scale_free`: dividing by $\\|W_\\ell\\|_F$ removes the common scale. " + _R_TREND_SEEDS,
@@ -717,40 +710,40 @@ def _build() -> tuple[Check, ...]:
     ]
     # ---- E2: claims 3, 15 and the bound on Gaussian mixtures
     R += [
-        _c("e2.claim3", "e2_proportional_to_tcv", 3, "empirical", "trend",
+        Check("e2.claim3", "e2_proportional_to_tcv", 3, "empirical", "trend",
            "at fixed $\\lambda$, $d_K^F(W_\\ell)$ grows with $\\mathrm{TCV}_1(Z_{\\ell-1})$, for each $K$",
            "Spearman correlation per ($K$, layer) and seed over the spreads",
            "every weight matrix but the output layer, every $K$", "the seed-mean interval of $\\rho$ above 0",
            "As `t9.claim3`. " + _R_TREND_SEEDS, {"direction": "increasing"}),
-        _c("e2.claim15", "e2_proportional_to_tcv", 15, "empirical", "slope_in",
+        Check("e2.claim15", "e2_proportional_to_tcv", 15, "empirical", "slope_in",
            "$d_K^F(W_\\ell)$ roughly proportional to $\\mathrm{TCV}_1(Z_{\\ell-1})$, for each $K$",
            "log-log slope per $K$ and seed, pooled over layers", "every weight matrix but the output layer",
            f"the seed-mean interval inside [{PROPORTIONAL_SLOPE[0]:g}, {PROPORTIONAL_SLOPE[1]:g}]",
            "As `t9.claim15`.", {"range": PROPORTIONAL_SLOPE}),
-        _c("e2.stationary_part", "e2_proportional_to_tcv", 15, "report", "report",
+        Check("e2.stationary_part", "e2_proportional_to_tcv", 15, "report", "report",
            "the same slope for the stationary part $d_K^F(\\Delta_\\ell Z_{\\ell-1}^\\top)/(\\lambda N)$",
            "log-log slope per $K$", "as `e2.claim15`", "none (reported)",
            "Removes the gradient term; shown to separate the optimiser from the relation."),
-        _c("e2.bound", "e2_proportional_to_tcv", 4, "construction", "bound",
+        Check("e2.bound", "e2_proportional_to_tcv", 4, "construction", "bound",
            "Theorem A on every $K$, spread, seed and layer", "$d_K^F$/bound, and bound$/\\|W_\\ell\\|_F$",
            "every weight matrix", "1", _R_BOUND),
     ]
     # ---- E4: no loss barrier (claim 12); the price of collapse under claim 11
     R += [
-        _c("e4.no_barrier", "e4_no_loss_barrier", 12, "empirical", "le",
+        Check("e4.no_barrier", "e4_no_loss_barrier", 12, "empirical", "le",
            "from every interpolating start there is a path to a DNC1 configuration along which $\\mathcal L_\\lambda$ "
            "does not increase",
            "per case, the smallest largest rise of $\\mathcal L_\\lambda$ (relative to its start) over the paths "
            "we build (straight line, constructed path)", "every (start, $\\lambda$) case", "the notebook's `tolerance`",
            "The claim is that such a path exists, so the best path found decides; a path of ours that rises "
            "shows only that that path is not the one.", ),
-        _c("e4.endpoints", "e4_no_loss_barrier", 12, "construction", "le",
+        Check("e4.endpoints", "e4_no_loss_barrier", 12, "construction", "le",
            "the endpoints are DNC1 (within/total variance ratio of every hidden layer about 0)",
            "largest ratio", "every case", "the notebook's `dnc1_tol`", "The construction collapses by design."),
-        _c("e4.paths", "e4_no_loss_barrier", 12, "report", "report",
+        Check("e4.paths", "e4_no_loss_barrier", 12, "report", "report",
            "the largest rise along each path", "max rise per path kind", "every case", "none (reported)",
            "Shows which path attains the best."),
-        _c("e4.price", "e4_no_loss_barrier", 11, "report", "report",
+        Check("e4.price", "e4_no_loss_barrier", 11, "report", "report",
            "price of collapse: the DNC1 endpoint against the local minimum reached by training",
            "$(\\mathcal L_\\lambda^{\\rm DNC1}-\\mathcal L_\\lambda^{\\rm local})/\\mathcal L_\\lambda^{\\rm local}$",
            "every case", "none (reported)",
@@ -758,69 +751,69 @@ def _build() -> tuple[Check, ...]:
     ]
     # ---- E4b: DNC1 optimality (claim 11)
     R += [
-        _c("e4b.fact", "e4b_dnc1_optimality", 11, "construction", "le",
+        Check("e4b.fact", "e4b_dnc1_optimality", 11, "construction", "le",
            "the minimum-norm cost with collapsed inputs is at most the cost with spread inputs (random instances)",
            "largest ratio collapsed / spread", "every instance", "$1+$`rel_tol`", "An elementary inequality."),
-        _c("e4b.layerwise", "e4b_dnc1_optimality", 11, "construction", "le",
+        Check("e4b.layerwise", "e4b_dnc1_optimality", 11, "construction", "le",
            "trained interpolating nets, layer-wise: collapsing a layer's input does not raise its cost",
            "largest ratio", "every (net, layer) case", "$1+$`rel_tol`", "The same inequality per layer."),
-        _c("e4b.chain", "e4b_dnc1_optimality", 11, "empirical", "le",
+        Check("e4b.chain", "e4b_dnc1_optimality", 11, "empirical", "le",
            "trained interpolating nets: the forward-consistent collapsed network costs no more",
            "largest ratio chain / before", "every (net, $\\ell_0$) case", "$1+$`rel_tol`",
            "Optimality of DNC1 under our reading of the constrained representation cost."),
-        _c("e4b.ridge", "e4b_dnc1_optimality", 11, "construction", "le",
+        Check("e4b.ridge", "e4b_dnc1_optimality", 11, "construction", "le",
            "MSE read-out with weight decay: the optimal regularised loss falls as features collapse",
            "largest relative increase along the collapse", "every net", "$10^{-9}$", "A closed form.",
            {"threshold": 1e-9}),
     ]
     # ---- E5: our forecast method (claim 13)
     R += [
-        _c("e5.rank", "e5_singular_value_forecast", 13, "method", "ge",
+        Check("e5.rank", "e5_singular_value_forecast", 13, "method", "ge",
            "our forecast (the class-level reduced problem, global minimum) predicts the number of non-zero "
            "singular values", "share of (net, weight) cases whose rank matches", "every case", "1 (every case)",
            "Tests our forecast method: the paper's was not available.", {"threshold": 1.0}),
-        _c("e5.values", "e5_singular_value_forecast", 13, "method", "le",
+        Check("e5.values", "e5_singular_value_forecast", 13, "method", "le",
            "our forecast predicts the non-zero singular values", "largest relative error", "every case",
            "the notebook's `value_tol`", "Tests our forecast method: the paper's was not available."),
-        _c("e5.nearest", "e5_singular_value_forecast", 13, "method", "le",
+        Check("e5.nearest", "e5_singular_value_forecast", 13, "method", "le",
            "the trained spectra are among the reduced problem's minima (nearest minimum)",
            "largest relative error to the nearest minimum", "every case", "the notebook's `value_tol`",
            "Tests our forecast method: the paper's was not available."),
     ]
     # ---- E6: compression (our addition, claim 2's practical side)
     R += [
-        _c("e6.compress", "e6_low_rank_compression", 2, "empirical", "difference",
+        Check("e6.compress", "e6_low_rank_compression", 2, "empirical", "difference",
            "truncating the scored matrices to rank $K$ costs less test accuracy at the largest $\\lambda$ than at "
            "the smallest", "paired per seed: accuracy drop at the largest $\\lambda$ minus the drop at the smallest",
            _HIDDEN_FED + " (only they are truncated)", "the seed-mean interval below 0",
            "If weight decay pushes those matrices towards rank $K$, truncation should cost less; a difference "
            "inside the seed spread decides nothing.", {"direction": "decreasing"}),
-        _c("e6.drops", "e6_low_rank_compression", 2, "report", "report",
+        Check("e6.drops", "e6_low_rank_compression", 2, "report", "report",
            "accuracy after rank-$K$ truncation, per $\\lambda$", "test accuracy drop per $\\lambda$",
            "every member", "none (reported)", "Context for `e6.compress`."),
     ]
     # ---- E7: any model (construction)
     R += [
-        _c("e7.user", "e7_any_model", 4, "construction", "bound",
+        Check("e7.user", "e7_any_model", 4, "construction", "bound",
            "Theorem A on a network trained outside nrc", "$d_K^F$/bound, and bound$/\\|W_\\ell\\|_F$",
            "every layer", "1", _R_BOUND),
-        _c("e7.nrc", "e7_any_model", 4, "construction", "bound",
+        Check("e7.nrc", "e7_any_model", 4, "construction", "bound",
            "Theorem A on an nrc-trained network read back as `nn.Module`", "$d_K^F$/bound", "every layer", "1",
            _R_BOUND),
-        _c("e7.agree", "e7_any_model", 4, "construction", "le",
+        Check("e7.agree", "e7_any_model", 4, "construction", "le",
            "`analyze_model` agrees with `analyze`", "largest relative difference", "every number", "$10^{-9}$",
            "Two computations of the same float64 numbers.", {"threshold": 1e-9}),
     ]
     # ---- E8: Theorem A where it bites (terminal phase on MNIST)
     R += [
-        _c("e8.bound", "e8_theorem_a_bites", 4, "construction", "bound",
+        Check("e8.bound", "e8_theorem_a_bites", 4, "construction", "bound",
            "Theorem A in the terminal phase", "$d_K^F$/bound, and bound$/\\|W_\\ell\\|_F$",
            "every layer, $\\lambda$, checkpoint", "1", _R_BOUND),
-        _c("e8.informative", "e8_theorem_a_bites", 4, "report", "report",
+        Check("e8.informative", "e8_theorem_a_bites", 4, "report", "report",
            "where the bound becomes informative (bound $<\\|W\\|_F$) and how tight it gets",
            "bound$/\\|W_\\ell\\|_F$ and $d_K^F$/bound against NC1 of $Z_{\\ell-1}$", "hidden-fed matrices",
            "none (reported)", "The bound can only bite near collapse; this shows where."),
-        _c("e8.claim10", "e8_theorem_a_bites", 10, "empirical", "collapse",
+        Check("e8.claim10", "e8_theorem_a_bites", 10, "empirical", "collapse",
            "DNC1 emerges in the terminal phase: NC1 of the last hidden features falls and ends collapsed",
            "NC1 of the last hidden features at initialisation and at the end, per member", "every member",
            f"NC1 $\\le{COLLAPSE_NC1:g}$ at the end", "As `e1.claim10`.", {"threshold": COLLAPSE_NC1}),
@@ -828,7 +821,7 @@ def _build() -> tuple[Check, ...]:
     return tuple(R)
 
 
-REGISTRY = _build()
+REGISTRY: tuple[Check, ...] = _build()
 _BY_ID = {c.id: c for c in REGISTRY}
 assert len(_BY_ID) == len(REGISTRY), "duplicate check ids"
 for _chk in REGISTRY:
