@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _setup(epochs: int):
-    import nrc.setups as setups
+    import nrc_companion.setups as setups
 
     data = setups.load_data("mnist", per_class=1000, test_per_class=None)
     arch = setups.architecture(data, [256, 256, 256], activation="relu", bias=False)
@@ -135,7 +135,7 @@ def _paper_members(root: Path) -> dict:
     """
     import itertools
 
-    from nrc.profiles import load_profile, notebook_parameters
+    from nrc_companion.profiles import load_profile, notebook_parameters
 
     profile = load_profile(root / "profiles" / "paper.yaml", root / "notebooks")
     members = {}

@@ -1,7 +1,7 @@
 """Time and plateau probe of the full profile's shared MNIST / Fashion-MNIST sweep.
 
 Reads E1's entry of ``profiles/full.yaml``, builds the data, architecture, members and training
-config through :mod:`nrc.setups` exactly as the notebooks do, trains a subset of the members
+config through :mod:`nrc_companion.setups` exactly as the notebooks do, trains a subset of the members
 (``--every``: every k-th member of the weight-decay x seed grid) with :func:`nrc.train` (no cache
 is read or written), and reports
 
@@ -31,7 +31,7 @@ import torch
 import yaml
 
 import nrc
-import nrc.setups as setups
+import nrc_companion.setups as setups
 
 
 def plateau(losses) -> float:

@@ -14,7 +14,7 @@ published one, ``book/published``):
 Per kernel path it reports the largest and the median relative change of each per-member number
 (``results/<notebook>/sites.csv`` and ``members.csv``), beside the spread between seeds at equal
 weight decay in the reference, and the verdict of every registry check (re-evaluated from the
-records' inputs with ``nrc.verdicts``). A verdict that flips between kernel paths is inconclusive.
+records' inputs with ``nrc_companion.verdicts``). A verdict that flips between kernel paths is inconclusive.
 
     python benchmarks/kernel_paths.py --out runs/kernel_paths                  # avx2 and 1-thread, ~3 min each
     python benchmarks/kernel_paths.py --out runs/kernel_paths --paths again    # the bitwise check
@@ -83,7 +83,7 @@ def _changes(new: pd.DataFrame, ref: pd.DataFrame, cols: list[str], on: list[str
 
 
 def _evaluated(run: Path, notebook: str) -> list[dict]:
-    from nrc import verdicts
+    from nrc_companion import verdicts
 
     rec = json.loads((run / "results" / f"{notebook}.json").read_text())
     return verdicts.evaluate(notebook, rec["inputs"])
@@ -101,7 +101,7 @@ def rerun(path: str, out: Path, notebook: str, profile: str) -> None:
     dest = out / path
     with tempfile.TemporaryDirectory(prefix="nrc-kp-cache-") as cache:
         child = {**os.environ, **env, "NRC_CACHE_DIR": cache, "NRC_PROGRESS": "0"}
-        subprocess.run([sys.executable, "-m", "nrc.cli", "reproduce", "--profile", profile, "--only", notebook,
+        subprocess.run([sys.executable, "-m", "nrc_companion.cli", "reproduce", "--profile", profile, "--only", notebook,
                         "--out", str(dest), "--threads", str(threads), "--no-resume"], check=True, env=child,
                        cwd=REPO)
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import nrc
-from nrc import setups
+from nrc_companion import setups
 
 T = importlib.import_module("nrc.train")
 

@@ -1,8 +1,9 @@
-"""nrc: the reproducible companion to "Neural Rank Collapse" (Zangrando et al., arXiv 2402.03991).
+"""nrc: the research library of the "Neural Rank Collapse" companion (Zangrando et al., arXiv 2402.03991).
 
-Data flows data -> models -> train (stacked sweep) -> metrics (spectra, collapse, theorem) ->
-results (store/cache) -> notebooks (papermill runner) -> book. The flat API below is re-exported
-from those small modules.
+Data flows data -> models -> train (stacked sweep) -> metrics (spectra, collapse, theorem,
+analysis, landscape) -> results (cache, provenance, export). The flat API below is re-exported
+from those small modules. The notebooks, the runner and the book sit in a separate package,
+``nrc_companion``, above this one; nothing here imports it, matplotlib, seaborn or papermill.
 
 The re-exports are resolved on first use (PEP 562 ``__getattr__``): ``import nrc`` alone loads
 no torch, pandas or matplotlib, so ``nrc --help`` and ``nrc --version`` return at once, while
@@ -19,7 +20,6 @@ __version__ = "0.1.0"
 # Where each re-exported name lives (module of this package).
 _EXPORTS = {
     "analysis": ("Analysis", "analyze", "analyze_model"),
-    "config": ("typed_parameters",),
     "collapse": ("class_means", "kmeans", "nc1", "nc2", "one_hot", "tcv", "within_class",
                  "within_total_ratio"),
     "data": ("DATASETS", "Dataset", "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist",
@@ -29,14 +29,16 @@ _EXPORTS = {
                   "regularized_objective", "residual_projector", "ridge_readout",
                   "solve_reduced_problem", "straight_path"),
     "models": ("ACTIVATIONS", "Architecture", "forward", "from_module", "init_params", "is_decayed", "to_module"),
-    "results": ("ResultStore", "environment", "record", "results_dir", "save_run", "save_table"),
+    "cache": ("ResultStore",),
+    "export": ("save_run",),
+    "provenance": ("environment",),
     "spectra": ("dist_to_rank", "energy_rank", "numerical_rank", "relative_dist_to_rank", "svdvals"),
     "theorem": ("SITE_COLUMNS", "site_quantities"),
     "train": ("Sweep", "TrainConfig", "grid", "member_losses", "regularized_loss", "train"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-# Submodules offered as attributes of the package, as ``from . import landscape, plots, report`` did.
-_SUBMODULES = ("landscape", "plots", "report", "timing")
+# Submodules offered as attributes of the package.
+_SUBMODULES = ("landscape", "timing")
 
 __all__ = sorted({*_WHERE, *_SUBMODULES})
 

@@ -384,7 +384,8 @@ def train_shard(arch, data, members, config, *, device=None, checkpoint=None, th
     """
     import torch
 
-    from .results import _member_entry, environment
+    from .cache import _member_entry
+    from .provenance import environment
     from .train import train
 
     if threads:
@@ -500,7 +501,7 @@ def train_shards(spec: Executor, arch, data, members: list[dict], keys: list[str
         Shards still failing after their retries, by name.
     """
     from .data import Dataset
-    from .results import fingerprint
+    from .cache import fingerprint
 
     engine = require_engine(spec.kind)
     per_member = not isinstance(data, Dataset)
@@ -624,7 +625,7 @@ def run_notebook(src: str, dst: str, parameters: dict, *, kernel: str, cwd: str,
     """
     import papermill as pm
 
-    from .runner import _environ, _error_text, _kernel_manager
+    from nrc_companion.runner import _environ, _error_text, _kernel_manager
 
     start, error, details = time.perf_counter(), None, None
     try:

@@ -2,7 +2,7 @@
 
 The library marks its own work -- ``nrc.load_dataset`` as ``"data"``, ``ResultStore.train`` as
 ``"training"``, ``analyze`` / ``site_quantities`` and the landscape computations as
-``"analysis"``, the figure helpers of ``nrc.plots`` as ``"figures"`` -- so a notebook needs no
+``"analysis"``, the figure helpers of ``nrc_companion.plots`` as ``"figures"`` -- so a notebook needs no
 timing code of its own::
 
     with nrc.timing.phase("analysis"):
@@ -95,8 +95,8 @@ def instrument_matplotlib() -> None:
     Wraps ``FigureCanvasBase.print_figure``, through which IPython's inline display and
     ``savefig`` render every figure, including those a notebook draws with seaborn directly
     (measured: rendering took 2.4 of a 2.7 s figure cell in T4's smoke run, outside
-    ``nrc.plots``). Does nothing without ``NRC_TIMING_FILE``, so matplotlib is left untouched
-    for ordinary use; called when :mod:`nrc.plots` is imported.
+    ``nrc_companion.plots``). Does nothing without ``NRC_TIMING_FILE``, so matplotlib is left untouched
+    for ordinary use; called when :mod:`nrc_companion.plots` is imported.
     """
     if not os.environ.get("NRC_TIMING_FILE"):
         return

@@ -102,7 +102,7 @@ def need_data():
 
 def notebook_datasets(profile, notebooks_dir: Path) -> dict[str, set[str]]:
     """Notebook -> the real data sets it loads under ``profile`` (from ``dataset``/``datasets``)."""
-    from nrc.profiles import notebook_parameters
+    from nrc_companion.profiles import notebook_parameters
 
     needs = {}
     for name, values in profile.notebooks.items():
@@ -127,8 +127,8 @@ class SmokeRun:
 
 def run_smoke(profile_name: str, notebooks_dir: Path, out: Path) -> SmokeRun:
     """Run ``profile_name``'s notebooks into ``out``, leaving out those whose data are missing."""
-    from nrc.profiles import load_profile
-    from nrc.runner import reproduce
+    from nrc_companion.profiles import load_profile
+    from nrc_companion.runner import reproduce
 
     profile = load_profile(profile_name, notebooks_dir=notebooks_dir)
     left_out = {}
@@ -151,9 +151,9 @@ def _smoke_reusable(out: Path) -> str | None:
     commit, lists every notebook of the smoke profile as ok, and each
     entry's source hash matches the current notebook, package and parameters.
     """
-    from nrc.profiles import load_profile, validate_profile
-    from nrc.results import git_state
-    from nrc.runner import _parameters, _source_hash
+    from nrc_companion.profiles import load_profile, validate_profile
+    from nrc.provenance import git_state
+    from nrc_companion.runner import _parameters, _source_hash
 
     try:
         status = json.loads((out / "status.json").read_text())

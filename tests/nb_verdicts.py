@@ -1,6 +1,6 @@
 """Assert a notebook record's verdicts with the registry's own evaluator (no second copy).
 
-The criteria live only in :mod:`nrc.verdicts`. A record stores the structured inputs its
+The criteria live only in :mod:`nrc_companion.verdicts`. A record stores the structured inputs its
 checks were evaluated from; re-evaluating them must give the recorded checks, and every check
 that holds by construction must pass. An empirical check may honestly come out "differs" or
 "inconclusive" at smoke scale and the tests stay green: smoke settings are never tuned to make
@@ -8,7 +8,7 @@ a claim pass.
 """
 from __future__ import annotations
 
-from nrc import verdicts
+from nrc_companion import verdicts
 
 
 def assert_verdicts(record: dict) -> dict:

@@ -1,6 +1,6 @@
 """The built book: clean build, links, figures, math and provenance, checked in headless Chromium.
 
-Builds the book once from the committed run in ``book/published`` (``nrc.book.build_book``:
+Builds the book once from the committed run in ``book/published`` (``nrc_companion.book.build_book``:
 ``jupyter-book build . -n -W --keep-going``) into a temporary folder, serves the HTML on
 127.0.0.1 and looks at it with ``/usr/bin/chromium --headless``. Set ``NRC_BOOK_EXECUTED=DIR`` to
 build from another run folder instead (for example ``nrc reproduce --profile smoke --out
@@ -44,7 +44,7 @@ MIN_FIGURE_WIDTH = 600       # px, rendered width of every figure (on a phone: 9
 MIN_FIGURE_TEXT_PX = 11      # px, the smallest figure text at WINDOW_WIDTH
 MAX_CODE_LINES_BEFORE_FIGURE = 60  # visible code lines before a page's first figure (parameters aside)
 # A PNG does not declare its font size: take the book's smallest figure font (tick labels,
-# nrc.report.page_setup) at the figures' 100 dpi, in the image's own pixels.
+# nrc_companion.report.page_setup) at the figures' 100 dpi, in the image's own pixels.
 PNG_TEXT_PX = (11 - 1) * 100 / 72
 
 
@@ -62,7 +62,7 @@ def site(tmp_path_factory) -> Path:
     if not (executed / "status.json").exists():
         pytest.fail(f"no executed notebooks in {executed}: run `nrc reproduce --profile full --out "
                     "book/published` (or set NRC_BOOK_EXECUTED to another run folder)")
-    from nrc.book import build_book
+    from nrc_companion.book import build_book
 
     out = tmp_path_factory.mktemp("book-build")
     rc = build_book(ROOT, executed, strict=True, quiet=True, output_dir=out)
@@ -566,7 +566,7 @@ def test_status_and_performance_pages(site):
     perf = (site / "book" / "performance.html").read_text(encoding="utf8")
     assert perf.count('.svg"') >= 2, "the performance page lost its figures"
     total = sum(float(r.get("seconds") or 0) for r in status["notebooks"])
-    from nrc.book import _fmt_seconds
+    from nrc_companion.book import _fmt_seconds
 
     assert _fmt_seconds(total) in perf
     assert "issue" not in re.sub(r"<[^>]+>", " ", perf).lower(), "the performance page reads like a changelog"
@@ -575,7 +575,7 @@ def test_status_and_performance_pages(site):
 def test_performance_page_from_phases(tmp_path):
     """With per-notebook phases in status.json the page splits each notebook's time by phase; a
     benchmark from another commit than the run is flagged, never passed off as the run's."""
-    from nrc.book import _performance_page
+    from nrc_companion.book import _performance_page
 
     status = {"profile": "full", "commit": "a" * 40, "device": "cpu", "threads": 2, "notebooks": [
         {"name": "t1_x", "seconds": 10.0, "train_seconds": 6.0,
@@ -607,7 +607,7 @@ def test_performance_page_from_phases(tmp_path):
 def test_prepare_notebook_shows_what_ran():
     """The staged notebook: run values listed, both parameter cells under one toggle, the scale as
     a list, the old verdict table redrawn from the record, long tables folded, alt text set."""
-    from nrc.book import prepare_notebook
+    from nrc_companion.book import prepare_notebook
 
     def cell(kind, src, tags=(), **kw):
         c = {"cell_type": kind, "metadata": {"tags": list(tags)}, "source": src}
@@ -656,7 +656,7 @@ def test_prepare_notebook_shows_what_ran():
 
 def test_book_refuses_failed_or_missing_notebooks(tmp_path):
     """`nrc book` stops before jupyter-book when a notebook failed, is missing, or shows an error."""
-    from nrc.book import build_book, check_executed
+    from nrc_companion.book import build_book, check_executed
 
     ex = tmp_path / "book" / "published"
     ex.mkdir(parents=True)
@@ -833,7 +833,7 @@ def test_every_page_reads_well(site, server, tmp_path, width):
 def test_score_claims_verdicts_and_counts():
     """Verdicts from recorded checks: any failed check makes a claim differ and decides it; kinds
     are counted apart; claims without checks are 'not checked'; context claims are never scored."""
-    from nrc.book import score_claims, verdict_counts
+    from nrc_companion.book import score_claims, verdict_counts
 
     claims = [{"claim": 1, "statement": "a", "grade": "G", "kind": "empirical"},
               {"claim": 2, "statement": "b", "grade": "G", "kind": "construction"},

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nrc.cli import main
+from nrc_companion.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--quiet", "--epochs", "2", "--widths", "4", "--classes", "2", "--dim", "3", "--per-class", "5",
@@ -23,13 +23,13 @@ TINY = ["--quiet", "--epochs", "2", "--widths", "4", "--classes", "2", "--dim", 
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if anything starts training."""
-    import nrc.results
+    import nrc.cache
 
     def fail(*a, **k):
         pytest.fail("training started")
 
     monkeypatch.setattr(sys.modules["nrc.train"], "train", fail)
-    monkeypatch.setattr(nrc.results, "train", fail)
+    monkeypatch.setattr(nrc.cache, "train", fail)
 
 
 def _one_line_error(capsys) -> str:
@@ -102,7 +102,7 @@ def test_bad_config_file_is_one_line(text, needles, tmp_path, capsys, no_trainin
 
 def test_config_values_are_coerced_not_truthy(tmp_path):
     """``bias: "no"`` means no biases (not ``bool("no")``); a scalar where a list is expected is a list."""
-    from nrc.config import sweep_options
+    from nrc_companion.config import sweep_options
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text('bias: "no"\nresidual: "yes"\nweight_decays: 0.1\nseeds: 3\nepochs: "7"\nwidths: 8\n')
@@ -280,7 +280,7 @@ def _wait_for(pred, timeout, proc):
 
 def test_ctrl_c_in_sweep_says_where_and_rerun_resumes(tmp_path):
     cache = tmp_path / "cache"
-    argv = [sys.executable, "-m", "nrc.cli", "sweep", "--quiet", "--epochs", "1500", "--widths", "4",
+    argv = [sys.executable, "-m", "nrc_companion.cli", "sweep", "--quiet", "--epochs", "1500", "--widths", "4",
             "--classes", "2", "--dim", "3", "--per-class", "5", "--weight-decays", "0.1", "--seeds", "0",
             "--cache-dir", str(cache)]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -312,7 +312,7 @@ def _tiny_notebook(path: Path, body: str):
     nb.metadata["language_info"] = {"name": "python"}
     params = nbformat.v4.new_code_cell("n: int = 1  # a number")
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import nrc\nnrc.typed_parameters(globals())"),
+    nb.cells = [params, nbformat.v4.new_code_cell("import nrc_companion\nnrc_companion.typed_parameters(globals())"),
                 nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
 
@@ -321,7 +321,7 @@ def test_ctrl_c_in_reproduce_mid_notebook_then_rerun_completes(tmp_path):
     """SIGINT while the second of two notebooks runs: exit 130, one line naming it; a rerun completes."""
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _tiny_notebook(nbdir / "a_quick.ipynb", "import nrc\nnrc.record('a_quick', {'n': n})")
+    _tiny_notebook(nbdir / "a_quick.ipynb", "import nrc_companion\nnrc_companion.record('a_quick', {'n': n})")
     marker = tmp_path / "b_started"
     _tiny_notebook(nbdir / "b_slow.ipynb",
                    "import os, time, nrc\n"
@@ -329,11 +329,11 @@ def test_ctrl_c_in_reproduce_mid_notebook_then_rerun_completes(tmp_path):
                    "if not os.path.exists(marker):\n"
                    "    open(marker, 'w').close()\n"
                    "    time.sleep(120)\n"
-                   "nrc.record('b_slow', {'n': n})")
+                   "nrc_companion.record('b_slow', {'n': n})")
     profile = tmp_path / "kill.yaml"
     profile.write_text("profile: kill\ndevice: cpu\nnotebooks:\n  a_quick: {n: 2}\n  b_slow: {n: 3}\n")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "nrc.cli", "reproduce", "--profile", str(profile), "--notebooks", str(nbdir),
+    argv = [sys.executable, "-m", "nrc_companion.cli", "reproduce", "--profile", str(profile), "--notebooks", str(nbdir),
             "--only", "a_quick", "--only", "b_slow", "--out", str(out)]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -364,10 +364,10 @@ def test_ctrl_c_in_reproduce_mid_notebook_then_rerun_completes(tmp_path):
 
 def test_dataset_choices_are_the_loaders(capsys, no_training):
     """``--dataset`` is checked by argparse against the loaders' names (one line, exit 2)."""
-    import nrc.cli
+    import nrc_companion.cli
     from nrc.data import DATASETS
 
-    assert nrc.cli.DATASETS == DATASETS
+    assert nrc_companion.cli.DATASETS == DATASETS
     with pytest.raises(SystemExit) as exc:
         main(["sweep", "--dataset", "mnsit"])
     assert exc.value.code == 2
@@ -401,13 +401,13 @@ def test_help_and_version_load_no_heavy_library_and_return_at_once(argv):
     """``nrc --help``, ``--version`` (and ``nrc sweep --help``) import no torch, pandas, matplotlib or
     pydantic (seconds of import time); timed against a bare ``python -c pass`` on the same machine,
     not in seconds, because the shared CPU's load changes both alike."""
-    probe = ("import sys\nfrom nrc.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+    probe = ("import sys\nfrom nrc_companion.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
              "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'pydantic') if m in sys.modules),"
              " file=sys.stderr)" % (argv,))
     proc = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
     bare = _best_of([sys.executable, "-c", "pass"])
-    nrc_time = _best_of([sys.executable, "-m", "nrc.cli", *argv])
+    nrc_time = _best_of([sys.executable, "-m", "nrc_companion.cli", *argv])
     # measured here: 0.12 s against 0.10 s for `python -c pass`; importing torch alone is ~20x that
     assert nrc_time < max(3 * bare, 0.5), f"nrc {' '.join(argv)}: {nrc_time:.2f} s, python -c pass: {bare:.2f} s"
 
@@ -436,7 +436,7 @@ def test_reproduce_refuses_a_cuda_profile_without_cuda_before_any_notebook(tmp_p
         pytest.skip("CUDA is available here")
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _tiny_notebook(nbdir / "a_quick.ipynb", "import nrc\nnrc.record('a_quick', {'n': n})")
+    _tiny_notebook(nbdir / "a_quick.ipynb", "import nrc_companion\nnrc_companion.record('a_quick', {'n': n})")
     profile = tmp_path / "gpu.yaml"
     profile.write_text("profile: gpu\ndevice: cuda\nnotebooks:\n  a_quick: {n: 2}\n")
     assert main(["reproduce", "--profile", str(profile), "--notebooks", str(nbdir),

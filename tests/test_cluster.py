@@ -131,7 +131,7 @@ def test_sbatch_script_is_what_slurm_expects(tmp_path):
 
 
 def test_missing_engine_says_how_to_install(monkeypatch, capsys):
-    from nrc import cli
+    from nrc_companion import cli
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     assert cli.main(["sweep", "--executor", "ray", "--epochs", "1"]) == 2
@@ -153,7 +153,7 @@ def test_two_processes_writing_one_entry_never_damage_it(tmp_path):
     code = textwrap.dedent(f"""
         import sys, torch
         from pathlib import Path
-        from nrc.results import _atomic_write
+        from nrc.cache import _atomic_write
         w = int(sys.argv[1])
         for i in range(15):
             _atomic_write({{"w": w, "x": torch.full((20000 * (1 + w),), float(w))}}, Path({str(path)!r}))
@@ -303,7 +303,7 @@ def test_submitit_local_jobs_retry_a_killed_job_and_match_one_stack(tmp_path):
 
 
 def test_paper_profile_validates_and_has_a_cluster_section():
-    from nrc.profiles import load_profile, validate_profile
+    from nrc_companion.profiles import load_profile, validate_profile
 
     profile = load_profile(REPO / "profiles" / "paper.yaml", REPO / "notebooks")
     validate_profile(profile, REPO / "notebooks")
@@ -314,8 +314,8 @@ def test_paper_profile_validates_and_has_a_cluster_section():
 
 
 def test_set_overrides_every_notebook_that_declares_the_parameter(tmp_path, capsys):
-    from nrc.profiles import load_profile, validate_profile
-    from nrc.runner import _apply_overrides, main_reproduce
+    from nrc_companion.profiles import load_profile, validate_profile
+    from nrc_companion.runner import _apply_overrides, main_reproduce
 
     profile = load_profile(REPO / "profiles" / "paper.yaml", REPO / "notebooks")
     notes = _apply_overrides(profile, {"epochs": 1, "refine_steps": 0, "t1_stationarity.refine_steps": [0]},
@@ -339,7 +339,7 @@ data = nrc.make_gaussian_mixture(num_classes=3, dim=5, per_class=10, spread=0.5,
 arch = nrc.Architecture((5, 8, 3))
 sweep = nrc.ResultStore().train(arch, data, nrc.grid(weight_decay=[1e-3, 1e-2], seed=[0, 1]),
                                 nrc.TrainConfig(epochs=epochs, batch_size=10), progress=False)
-nrc.record(NAME, {"loss": float(sweep.history["loss"][-1].mean())}, glue=False)
+nrc_companion.record(NAME, {"loss": float(sweep.history["loss"][-1].mean())}, glue=False)
 '''
 
 
@@ -348,7 +348,7 @@ def test_reproduce_on_ray_runs_notebooks_in_parallel_and_trains_a_shared_sweep_o
                                                                                    monkeypatch):
     import nbformat
 
-    from nrc.runner import reproduce
+    from nrc_companion.runner import reproduce
 
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()

@@ -419,7 +419,7 @@ def test_download_mirror_from_the_environment_and_the_official_list(tmp_path, se
 
 
 def test_cli_download_flag_fetches_from_the_mirror(tmp_path, serve, monkeypatch, capsys, mnist_root):
-    from nrc.cli import main
+    from nrc_companion.cli import main
 
     _, url = serve(mnist_root)
     root = tmp_path / "root"

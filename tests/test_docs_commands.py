@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import skip_without
 
-from nrc import launch
+from nrc_companion import launch
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "book/rerun.md")
@@ -164,7 +164,7 @@ def test_papermill_results_land_next_to_the_output_notebook(scratch):
 
 
 def test_results_dir_defaults_outside_the_working_directory(tmp_path, monkeypatch):
-    from nrc.results import results_dir
+    from nrc_companion.records import results_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NRC_RESULTS_DIR", raising=False)
@@ -179,13 +179,13 @@ def test_rerun_page_table_is_current():
     table = text.split(launch.TABLE_BEGIN, 1)[1].split(launch.TABLE_END, 1)[0].strip()
     assert table == launch.notebook_table().strip(), (
         "the notebook table of book/rerun.md is out of date: "
-        "python -m nrc.launch --table book/rerun.md")
+        "python -m nrc_companion.launch --table book/rerun.md")
 
 
 def test_runner_gives_kernels_an_absolute_nrc_data(tmp_path, monkeypatch):
     """Kernels start in notebooks/: a relative NRC_DATA must mean the caller's directory."""
-    from nrc.profiles import load_profile
-    from nrc.runner import _kernel_env
+    from nrc_companion.profiles import load_profile
+    from nrc_companion.runner import _kernel_env
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NRC_DATA", "rel/data")
@@ -241,7 +241,7 @@ def profile_data_row(profile_name: str) -> str:
     """The README's data-table cell of a profile: which notebooks read which real data set."""
     from conftest import TITLE, notebook_datasets
 
-    from nrc.profiles import load_profile
+    from nrc_companion.profiles import load_profile
 
     profile = load_profile(profile_name, notebooks_dir=REPO / "notebooks")
     needs = notebook_datasets(profile, REPO / "notebooks")

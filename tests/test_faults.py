@@ -53,7 +53,7 @@ def test_damaged_checkpoint_is_named_moved_aside_and_training_restarts(tmp_path,
 
 
 def test_cli_prints_a_damaged_entry_as_one_warning_line(tmp_path, capsys):
-    from nrc.cli import main
+    from nrc_companion.cli import main
 
     argv = ["sweep", "--quiet", "--epochs", "2", "--widths", "4", "--classes", "2", "--dim", "3",
             "--per-class", "5", "--weight-decays", "0.1", "--seeds", "0", "--cache-dir", str(tmp_path)]
@@ -67,7 +67,7 @@ def test_cli_prints_a_damaged_entry_as_one_warning_line(tmp_path, capsys):
 
     repo = Path(nrc.__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "nrc.cli", *argv], env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "nrc_companion.cli", *argv], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     err = r.stderr
@@ -114,7 +114,7 @@ def _notebook(path, parameters: str, body: str):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import nrc\nnrc.typed_parameters(globals())"),
+    nb.cells = [params, nbformat.v4.new_code_cell("import nrc_companion\nnrc_companion.typed_parameters(globals())"),
                 nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
 
@@ -154,7 +154,7 @@ def test_a_broken_notebook_fails_only_its_own_tests(tmp_path):
 
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _notebook(nbdir / "a_good.ipynb", "n: int = 1  # a number", "import nrc\nnrc.record('a_good', {'n': n})")
+    _notebook(nbdir / "a_good.ipynb", "n: int = 1  # a number", "import nrc_companion\nnrc_companion.record('a_good', {'n': n})")
     _notebook(nbdir / "b_broken.ipynb", "n: int = 1  # a number", "raise ZeroDivisionError('broken on purpose')")
     _notebook(nbdir / "c_needs_cifar.ipynb", "dataset: str = 'cifar10'  # data set", "pass")
     (tmp_path / "mixed.yaml").write_text("profile: mixed\ndevice: cpu\nnotebooks:\n  a_good: {n: 2}\n"

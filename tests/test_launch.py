@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from nrc import launch
+from nrc_companion import launch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -91,7 +91,7 @@ def test_environment_yml_is_generated_from_pyproject():
     committed = (REPO / "environment.yml").read_text()
     assert committed == launch.environment_yaml(), (
         "environment.yml drifted from pyproject.toml; run "
-        "`python -m nrc.launch --environment environment.yml`")
+        "`python -m nrc_companion.launch --environment environment.yml`")
     # Independently of the generator: every runtime and book requirement is there, torch as
     # conda-forge's CPU build, and nothing asks for CUDA.
     env = yaml.safe_load(committed)
@@ -151,7 +151,7 @@ def test_every_notebook_has_the_current_setup_cell():
     stale = launch.stale_notebooks(NOTEBOOKS)
     assert not stale, (
         f"set-up cell missing or out of date in {[p.name for p in stale]}; "
-        "run `python -m nrc.launch --write notebooks/`")
+        "run `python -m nrc_companion.launch --write notebooks/`")
 
 
 def test_setup_cell_does_nothing_off_colab(monkeypatch):

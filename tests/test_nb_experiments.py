@@ -14,7 +14,7 @@ import torch
 
 import nrc
 from nb_verdicts import assert_verdicts
-from nrc import setups, verdicts
+from nrc_companion import setups, verdicts
 
 
 def _ids(record) -> set[str]:

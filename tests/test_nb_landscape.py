@@ -1,7 +1,7 @@
 """Records of the landscape notebooks (E4b, E4, E5; claims 11-13) from the smoke run.
 
 Every recorded check (the four of E4, the four of E4b, the three of E5, as declared in
-nrc.verdicts.REGISTRY) is re-evaluated from the record's structured inputs by the registry's own
+nrc_companion.verdicts.REGISTRY) is re-evaluated from the record's structured inputs by the registry's own
 evaluator (tests/nb_verdicts.py) and the recorded verdict must be that one, whichever way it comes out: the measured claims (no price of collapse, the forecast of
 the singular values, the chain of collapsed layers) may come out "differs" and these tests stay
 green. Only the statements that are theorems must hold (the elementary minimum-norm fact, the

@@ -1,7 +1,7 @@
 """Records of the lemma notebooks (T5-T9) from the smoke run.
 
 Every recorded check is re-evaluated from the record's structured inputs by the one evaluator
-(``nrc.verdicts.evaluate``, through ``assert_verdicts``), whichever way it comes out: a measured
+(``nrc_companion.verdicts.evaluate``, through ``assert_verdicts``), whichever way it comes out: a measured
 trend or an "about zero at stationarity" claim may come out "differs" or "inconclusive" and these
 tests stay green. Only what holds at any parameter (the inequalities of Corollary A1, Lemma A3, the
 exact balanced-norm inequalities, the bounds a measured residual allows) must hold. Smoke settings

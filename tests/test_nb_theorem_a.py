@@ -1,7 +1,7 @@
 """Records of the Theorem A notebooks (derivation, T1-T4) from the smoke run.
 
 Every recorded check is re-evaluated from the record's structured inputs by the one evaluator
-(``nrc.verdicts.evaluate``, through ``assert_verdicts``), whichever way it comes out: an empirical
+(``nrc_companion.verdicts.evaluate``, through ``assert_verdicts``), whichever way it comes out: an empirical
 check may come out "differs" or "inconclusive" and these tests stay green. Only what holds by
 construction must hold: Theorem A and its lemmas with the measured gradient term, identities,
 exact algebraic steps. Smoke settings are never tuned to make a claim pass.

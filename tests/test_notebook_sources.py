@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nrc.profiles import load_profile, notebook_parameters
+from nrc_companion.profiles import load_profile, notebook_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

@@ -1,4 +1,4 @@
-"""Tests for nrc.profiles: parsing notebooks' parameters cells and validating run profiles.
+"""Tests for nrc_companion.profiles: parsing notebooks' parameters cells and validating run profiles.
 
 Notebooks and profiles are written into ``tmp_path``; the last tests check the repository's real
 ``profiles/*.yaml`` against its real ``notebooks/*.ipynb``.
@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nrc.profiles import (Parameter, Profile, ProfileError, check_type, find_profile, load_profile,
+from nrc_companion.profiles import (Parameter, Profile, ProfileError, check_type, find_profile, load_profile,
                           notebook_parameters, validate_profile)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ SHARED_E = ("e1_rank_vs_weight_decay", "e6_low_rank_compression")
 
 
 def _values(profile, name):
-    from nrc.profiles import notebook_parameters
+    from nrc_companion.profiles import notebook_parameters
 
     declared = notebook_parameters(REPO / "notebooks" / f"{name}.ipynb")
     return {**{k: p.default for k, p in declared.items()}, **profile.notebooks[name]}
@@ -225,7 +225,7 @@ def _values(profile, name):
 def _member_keys(name, v):
     """The cache keys of a notebook's MNIST members, built as the notebook builds them."""
     import nrc
-    from nrc import setups
+    from nrc_companion import setups
 
     store = nrc.ResultStore("unused")
     if name in SHARED_T:
@@ -248,14 +248,14 @@ def test_full_profile_notebooks_build_the_shared_sweep_through_setups():
     # the key computation below mirrors these calls; a notebook that stops making them breaks sharing
     for name in SHARED_T + SHARED_E:
         src = (REPO / "notebooks" / f"{name}.ipynb").read_text()
-        if "setups.theorem_sweep(" in src:  # load_data, members and train_and_analyze, in nrc/setups.py
+        if "setups.theorem_sweep(" in src:  # load_data, members and train_and_analyze, in nrc_companion/setups.py
             continue
         assert "setups.members(" in src and "setups.load_data(" in src, name
         assert "setups.train_config(" in src or "setups.train_and_analyze(" in src, name
 
 
 def test_full_profile_shares_one_mnist_sweep():
-    pytest.importorskip("nrc.setups")
+    pytest.importorskip("nrc_companion.setups")
     profile = load_profile("full", REPO / "notebooks")
     e1 = _values(profile, "e1_rank_vs_weight_decay")
     assert "mnist" in e1["datasets"] and "fashion-mnist" in e1["datasets"]

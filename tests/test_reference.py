@@ -286,7 +286,7 @@ def test_cli_printed_tables_match_reference(monkeypatch, capsys, tmp_path):
     argv = ["sweep", "--quiet", "--no-cache", "--widths", "8,7", "--classes", "3", "--dim", "6", "--per-class", "5",
             "--weight-decays", ",".join(map(str, wds)), "--seeds", ",".join(map(str, seeds)), "--tol", str(tol),
             "--epochs", "1", "--cache-dir", str(tmp_path)]
-    from nrc.cli import main
+    from nrc_companion.cli import main
 
     assert main(argv) == 0
     text = capsys.readouterr().out

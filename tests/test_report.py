@@ -1,4 +1,4 @@
-"""nrc.report (notebook helpers) and nrc.plots (book figures), checked against independent computations."""
+"""nrc_companion.report (notebook helpers) and nrc_companion.plots (book figures), checked against independent computations."""
 from __future__ import annotations
 
 import re
@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from nrc import plots, report  # noqa: E402
+from nrc_companion import plots, report  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", range(5))

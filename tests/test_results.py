@@ -5,6 +5,8 @@ import numpy as np
 import torch
 
 import nrc
+import nrc.cache
+import nrc_companion
 
 
 def _setup():
@@ -17,13 +19,13 @@ def test_cache_loads_repeated_runs_and_trains_only_new_members(tmp_path, monkeyp
     data, arch, config = _setup()
     store = nrc.ResultStore(tmp_path)
     calls = []
-    real_train = nrc.results.train
+    real_train = nrc.cache.train
 
     def counting_train(arch, data, members, *a, **k):
         calls.append(len(members))
         return real_train(arch, data, members, *a, **k)
 
-    monkeypatch.setattr(nrc.results, "train", counting_train)
+    monkeypatch.setattr(nrc.cache, "train", counting_train)
     first = store.train(arch, data, nrc.grid(weight_decay=[1e-3, 1e-2], seed=0), config, progress=False)
     again = store.train(arch, data, nrc.grid(weight_decay=[1e-3, 1e-2], seed=0), config, progress=False)
     assert calls == [2]  # the repeat loaded from disk
@@ -55,11 +57,11 @@ def test_cached_member_carries_provenance(tmp_path):
 def test_record_and_save_table(tmp_path, monkeypatch):
     monkeypatch.setenv("NRC_RESULTS_DIR", str(tmp_path))
     monkeypatch.setenv("NRC_PROFILE", "smoke")
-    from nrc import verdicts
+    from nrc_companion import verdicts
 
     inputs = {"t6.a3": {"values": [np.float64(0.5)]}, "t6.chain": {"values": [0.2]}}
     checks = verdicts.evaluate("t6_tcv_propagation", inputs)
-    path = nrc.record("demo", {"x": torch.tensor(1.5), "n": 3}, checks, inputs=inputs, glue=False)
+    path = nrc_companion.record("demo", {"x": torch.tensor(1.5), "n": 3}, checks, inputs=inputs, glue=False)
     rec = json.loads(path.read_text())
     assert rec["values"] == {"x": 1.5, "n": 3}
     assert rec["profile"] == "smoke" and [c["verdict"] for c in rec["checks"]] == ["pass", "pass"]
@@ -68,7 +70,7 @@ def test_record_and_save_table(tmp_path, monkeypatch):
     assert "commit" in rec["meta"]
     import pandas as pd
 
-    csv = nrc.save_table(pd.DataFrame({"a": [1, 2]}), "demo", "table")
+    csv = nrc_companion.save_table(pd.DataFrame({"a": [1, 2]}), "demo", "table")
     assert csv == tmp_path / "demo" / "table.csv" and csv.read_text().startswith("a\n1")
 
 
@@ -110,7 +112,7 @@ def test_a_member_locked_by_a_live_process_is_waited_for_then_loaded(tmp_path, m
     the lock and loads the entry the holder wrote."""
     import threading
 
-    from nrc.results import _MemberLocks
+    from nrc.cache import _MemberLocks
 
     data, arch, config = _setup()
     member = [{"weight_decay": 1e-3, "seed": 0}]
@@ -121,13 +123,13 @@ def test_a_member_locked_by_a_live_process_is_waited_for_then_loaded(tmp_path, m
     assert locks.__enter__() == [key]  # "the other process" holds the member's lock
 
     def finish():  # the holder writes the entry, then releases the lock
-        from nrc.results import _member_entry
+        from nrc.cache import _member_entry
 
         store._write(key, _member_entry(trained, 0, member[0], {}))
         locks.__exit__(None, None, None)
 
     calls = []
-    monkeypatch.setattr(nrc.results, "train", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(nrc.cache, "train", lambda *a, **k: calls.append(1))
     timer = threading.Timer(0.5, finish)
     timer.start()
     sweep = store.train(arch, data, member, config, progress=False, executor="local")

@@ -1,4 +1,4 @@
-"""Tests for nrc.runner (``nrc reproduce``) on two tiny notebooks written into ``tmp_path``.
+"""Tests for nrc_companion.runner (``nrc reproduce``) on two tiny notebooks written into ``tmp_path``.
 
 Kernels take a few seconds to start, so the module executes three notebooks in all: one full run
 (one notebook ok, one raising) and one ``--only`` run.
@@ -13,8 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nrc.profiles import ProfileError
-from nrc.runner import RunReport, add_reproduce_arguments, main_reproduce, reproduce
+from nrc_companion.profiles import ProfileError
+from nrc_companion.runner import RunReport, add_reproduce_arguments, main_reproduce, reproduce
 
 pytest.importorskip("papermill")
 
@@ -201,7 +201,7 @@ def test_resume_skips_ok_notebooks_with_same_sources(repo):
 
 def test_training_counts_from_result_store(tmp_path, monkeypatch):
     import nrc
-    from nrc.runner import TRAIN_LOG_ENV, _training_counts
+    from nrc_companion.runner import TRAIN_LOG_ENV, _training_counts
 
     log = tmp_path / "train.jsonl"
     monkeypatch.setenv(TRAIN_LOG_ENV, str(log))
@@ -223,7 +223,7 @@ def test_training_counts_from_result_store(tmp_path, monkeypatch):
 
 
 def test_choose_threads(monkeypatch):
-    from nrc.runner import choose_threads
+    from nrc_companion.runner import choose_threads
 
     assert choose_threads(3) == 3 and choose_threads("2") == 2
     with pytest.raises(ValueError, match="--threads"):

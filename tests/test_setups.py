@@ -1,7 +1,7 @@
-"""nrc.setups: the shared set-up of the theory notebooks builds what the notebooks built by hand."""
+"""nrc_companion.setups: the shared set-up of the theory notebooks builds what the notebooks built by hand."""
 import nrc
-from nrc import setups
-from nrc.results import ResultStore
+from nrc_companion import setups
+from nrc.cache import ResultStore
 
 
 def test_train_config_matches_the_hand_written_configs():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nrc
-from nrc.config import ConfigError, coerce_parameter, typed_parameters
+from nrc_companion.config import ConfigError, coerce_parameter, typed_parameters
 
 # ------------------------------------------------------------------------------------------------
 # notebook parameters: coercion rule, unit level (a fake kernel history)
@@ -26,7 +26,7 @@ def _namespace(injected: dict, extra_cell: str | None = None) -> dict:
     cells = ["", PARAMS_CELL]
     if injected or extra_cell:
         cells.append(extra_cell or "# Parameters\n" + "\n".join(f"{k} = {v!r}" for k, v in injected.items()))
-    cells.append("nrc.typed_parameters(globals())")
+    cells.append("nrc_companion.typed_parameters(globals())")
     ns["In"] = cells
     return ns
 
@@ -92,7 +92,7 @@ def _notebook(path, param_src, body):
     nb.metadata["language_info"] = {"name": "python"}
     params = nbformat.v4.new_code_cell(param_src)
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import nrc\nnrc.typed_parameters(globals())"),
+    nb.cells = [params, nbformat.v4.new_code_cell("import nrc_companion\nnrc_companion.typed_parameters(globals())"),
                 nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
 

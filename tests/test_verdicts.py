@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nrc import verdicts as V
+from nrc_companion import verdicts as V
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDAS = [0.0, 1e-4, 1e-3, 1e-2]

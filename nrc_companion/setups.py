@@ -8,7 +8,7 @@ particular, a theory check run with ``dataset="mnist"``, ``hidden=[128, 128, 128
 ``refine_steps`` and ``data_seed=0`` equal to E1's parameters (E1's ``momentum`` is 0.9) reuses
 E1's trained members for every ``(weight_decay, seed)`` they have in common.
 
-The second half builds the structured inputs of the registry's checks (:mod:`nrc.verdicts`) that
+The second half builds the structured inputs of the registry's checks (:mod:`nrc_companion.verdicts`) that
 several notebooks share, so that one rule reads one kind of table everywhere: the rank trend and
 its reported ranks (T8, E1, E3: :func:`rank_trend_inputs`), Theorem A's rows with its two terms
 (:func:`bound_terms`, :func:`bound_inputs`, :func:`bound_summary`, :func:`vacuous_terms`), NC1 at
@@ -18,11 +18,11 @@ trend of claim 14 (:func:`scale_free_inputs`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .data import Dataset, load_dataset, make_gaussian_mixture
-from .models import Architecture
-from .train import TrainConfig, grid
+from nrc.data import Dataset, load_dataset, make_gaussian_mixture
+from nrc.models import Architecture
+from nrc.train import TrainConfig, grid
 
 __all__ = ["load_data", "architecture", "members", "train_config", "train_and_analyze", "scale_text",
            "theorem_sweep", "TheoremSweep", "check_image_sweep", "rank_trend_inputs", "bound_terms",
@@ -88,9 +88,46 @@ def train_config(loss: str, *, epochs: int, batch_size: int, lr: float, refine_s
                        refine_steps=steps, refine_dtype="float64", regularize_bias=bool(regularize_bias))
 
 
+def train_budgets(store, arch: Architecture, data: Dataset, members: list[dict], loss: str, budgets: Iterable[int], *,
+                  epochs: int, batch_size: int, lr: float, device=None) -> dict:
+    """SGD, then one L-BFGS refinement to the largest of ``budgets``, kept at every budget (T1).
+
+    Returns ``{budget: Sweep}``, each equal to ``store.train`` with
+    ``train_config(loss, ..., refine_steps=budget)`` (budget 0: SGD alone), from one cached
+    training instead of one per budget (``TrainConfig.refine_snapshots``, ``Sweep.refined_at``).
+    """
+    budgets = sorted({int(b) for b in budgets})
+    config = train_config(loss, epochs=epochs, batch_size=batch_size, lr=lr, refine_steps=budgets[-1])
+    if len(budgets) > 1:
+        config = replace(config, refine_snapshots=tuple(budgets[:-1]))
+    sweep = store.train(arch, data, members, config, device=device)
+    return {b: sweep.refined_at(b) for b in budgets}
+
+
+def kink_fraction(sweep, x, tol: float) -> dict:
+    """Per non-diverged member: the fraction of hidden pre-activations ``a`` with
+    ``|a| <= tol * max|a|`` on the inputs ``x`` (float64), as ``{member: fraction}``."""
+    import numpy as np
+    import torch
+
+    from nrc.models import forward
+
+    keep = np.flatnonzero(~np.asarray(sweep.diverged, dtype=bool))
+    if len(keep) == 0:
+        return {}
+    idx = torch.as_tensor(keep)
+    with torch.no_grad():
+        p64 = {k: v[idx].to(torch.float64) for k, v in sweep.params.items()}
+        _, recorded = forward(sweep.arch, p64, x.to(torch.float64), record=True)
+    hidden_out = torch.cat([s.output.flatten(1) for s in recorded[:-1]], dim=1).abs()
+    scale = hidden_out.amax(dim=1, keepdim=True).clamp_min(1e-300)
+    frac = (hidden_out <= tol * scale).double().mean(1)
+    return dict(zip(keep.tolist(), frac.tolist()))
+
+
 def scale_text(data: Dataset, widths: Sequence[int], *, members: int, epochs: int, seeds: Iterable,
                device, seconds: float | None = None, extra: str = "") -> str:
-    """One sentence stating the scale of a run (for ``nrc.record`` / glue).
+    """One sentence stating the scale of a run (for ``nrc_companion.record`` / glue).
 
     Parameters
     ----------
@@ -151,7 +188,7 @@ def train_and_analyze(store, arch: Architecture, data: Dataset, members: list[di
     import numpy as np
     import pandas as pd
 
-    from .analysis import analyze
+    from nrc.analysis import analyze
 
     site_tables, member_tables, seconds, used = [], [], 0.0, None
     for loss in losses:
@@ -208,8 +245,8 @@ def theorem_sweep(*, dataset: str, num_classes: int, dim: int, per_class: int, s
         unknown activation or loss, an empty grid or a ``lambda <= 0`` (the bound divides by
         lambda), non-positive widths, ``refine_steps < 0``.
     """
-    from .models import ACTIVATIONS
-    from .results import ResultStore
+    from nrc.models import ACTIVATIONS
+    from nrc.cache import ResultStore
 
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -282,7 +319,7 @@ def check_image_sweep(*, datasets: Sequence[str], loss: str, device: str, weight
 
 
 # ---------------------------------------------------------------------------------------------
-# structured inputs of the registry's checks (nrc.verdicts), shared by T8, E1 and E3
+# structured inputs of the registry's checks (nrc_companion.verdicts), shared by T8, E1 and E3
 # ---------------------------------------------------------------------------------------------
 
 def _label(row, group: str | None) -> str:
@@ -302,7 +339,7 @@ def rank_trend_inputs(sites, roles: dict, *, group: str | None = None,
         and ``rank_1e-2`` / ``rank_1e-3``; every lambda (0 included). Diverged members must already
         be left out (``nrc.analyze`` does).
     roles : dict
-        :func:`nrc.verdicts.site_roles` of the architecture: the ``"hidden"`` sites are scored, the
+        :func:`nrc_companion.verdicts.site_roles` of the architecture: the ``"hidden"`` sites are scored, the
         ``"input"`` site (``W1``) is reported, the ``"output"`` layer (rank <= K by shape) is left out.
     group : str, optional
         A column whose value is appended to the site label (e.g. ``"loss"`` when a sweep has two).
@@ -315,7 +352,7 @@ def rank_trend_inputs(sites, roles: dict, *, group: str | None = None,
         ``{"rows": [{"site", "seed", "x": lambda, "y": d_K^F/||W||_F}], "scored": [...]}``.
     rank : dict
         ``{"value", "text", "detail"}``: per site, the seed mean of the per-seed Spearman correlation
-        of lambda and ``rank_tau`` (a constant rank has correlation 0, :func:`nrc.verdicts.spearman0`).
+        of lambda and ``rank_tau`` (a constant rank has correlation 0, :func:`nrc_companion.verdicts.spearman0`).
     """
     import numpy as np
 
@@ -421,8 +458,8 @@ def initial_nc1(arch: Architecture, data: Dataset, members: list[dict], config: 
     """
     import torch
 
-    from .collapse import nc1
-    from .models import forward, init_params
+    from nrc.collapse import nc1
+    from nrc.models import forward, init_params
 
     params = init_params(arch, [int(m["seed"]) for m in members], init_scale=config.init_scale)
     params = {k: v.to(torch.float64) for k, v in params.items()}

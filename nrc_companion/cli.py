@@ -7,7 +7,7 @@ well under two minutes, and prints per-layer numerical ranks that fall as weight
 It ends with three lines: what training cost in this run (members trained, or loaded from the
 cache), where the tables went, and the next command worth running.
 
-Every input is validated by :mod:`nrc.config` before anything is trained or written (output
+Every input is validated by :mod:`nrc_companion.config` before anything is trained or written (output
 folders are probed first); a bad value prints one line naming the option, the value and what is
 allowed, and exits with code 2. Ctrl-C prints where the run stopped and exits with 130; no
 traceback reaches the user unless ``--debug`` is given.
@@ -31,7 +31,7 @@ _STATE: dict = {}
 
 
 def _defaults() -> dict:
-    """Defaults of ``nrc sweep`` (from :class:`nrc.config.SweepOptions`)."""
+    """Defaults of ``nrc sweep`` (from :class:`nrc_companion.config.SweepOptions`)."""
     from .config import SweepOptions
 
     return SweepOptions().model_dump()
@@ -86,7 +86,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="write tidy.csv, members.csv, spectra.csv and meta.json here")
     g.add_argument("--tol", help="relative tolerance tau of the printed rank, in (0, 1) (default 1e-2)")
     g.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
-    from .executors import add_executor_arguments
+    from nrc.executors import add_executor_arguments
 
     add_executor_arguments(p)  # --executor local|ray|slurm and its options (book/cluster.md)
 
@@ -98,8 +98,8 @@ def _flags(args) -> dict:
 def _prepare(o: SweepOptions):
     """Check everything that can fail before any data is loaded, trained or written."""
     from .config import ConfigError, check_device, check_writable
-    from .models import Architecture
-    from .train import TrainConfig, _validate_members, grid
+    from nrc.models import Architecture
+    from nrc.train import TrainConfig, _validate_members, grid
 
     check_device(o.device)
     if o.out:
@@ -129,7 +129,7 @@ def run_sweep(args) -> int:
     try:
         o = sweep_options(_flags(args), getattr(args, "config", None))
         arch, config, members = _prepare(o)
-        from .executors import executor_from_args
+        from nrc.executors import executor_from_args
 
         executor = executor_from_args(args)  # a bad option or a missing engine: one line, exit 2
         if o.no_cache and executor.kind != "local":
@@ -139,10 +139,11 @@ def run_sweep(args) -> int:
         return 2
     import pandas as pd
 
-    from .analysis import analyze
-    from .data import load_dataset
-    from .results import ResultStore, save_run
-    from .train import train
+    from nrc.analysis import analyze
+    from nrc.data import load_dataset
+    from nrc.cache import ResultStore
+    from nrc.export import save_run
+    from nrc.train import train
 
     _STATE.update(command="sweep", phase="loading data", epochs=config.epochs, epoch=0,
                   cache=None if o.no_cache else str(ResultStore(o.cache_dir).root),
@@ -335,7 +336,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
         Leave out the options of ``nrc reproduce`` and ``nrc book`` (their modules import
         papermill-side and torch-side code): enough for ``nrc --help`` and ``nrc --version``.
     """
-    from . import __version__
+    from nrc import __version__
 
     import textwrap
 
@@ -432,7 +433,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import warnings
 
-    from .safeload import NrcWarning  # imports torch: only once a command runs
+    from nrc.safeload import NrcWarning  # imports torch: only once a command runs
 
     default_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *a, **k: (

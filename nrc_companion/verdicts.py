@@ -888,7 +888,7 @@ def evaluate(notebook: str, inputs: Mapping[str, object]) -> list[dict]:
     """
     declared = checks_of(notebook)
     if not declared:
-        raise CheckError(f"{notebook}: no checks declared in nrc.verdicts.REGISTRY")
+        raise CheckError(f"{notebook}: no checks declared in nrc_companion.verdicts.REGISTRY")
     ids = {c.id for c in declared}
     unknown = sorted(k for k in inputs if k.split("@", 1)[0] not in ids)
     if unknown:
@@ -964,7 +964,7 @@ def sentence(check: Mapping) -> str:
 #: Each entry: the old check(s) by (notebook, index in the old record), the new check ids, the
 #: old rule, the new rule and the reason from the theory. The old verdicts are read from the
 #: committed record of that commit (``book/criteria_baseline.json``, made by
-#: ``python -m nrc.verdicts --baseline 13136b7``), never typed here.
+#: ``python -m nrc_companion.verdicts --baseline 13136b7``), never typed here.
 CHANGES: tuple[dict, ...] = (
     {"claim": 2, "old": [("e1_rank_vs_weight_decay", i) for i in (0, 1, 2, 7, 8, 9)], "new": ["e1.claim2", "e1.rank"],
      "old_rule": "Spearman($\\lambda$, measure) < 0 over all members, in every hidden layer including $W_1$, for "
@@ -1136,10 +1136,10 @@ def _baseline(commit: str, out: str) -> None:
     Path(out).write_text(json.dumps(data, indent=1) + "\n")
 
 
-if __name__ == "__main__":  # python -m nrc.verdicts --baseline COMMIT [--out FILE]
+if __name__ == "__main__":  # python -m nrc_companion.verdicts --baseline COMMIT [--out FILE]
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m nrc.verdicts", description="Write the old verdicts at a commit.")
+    ap = argparse.ArgumentParser(prog="python -m nrc_companion.verdicts", description="Write the old verdicts at a commit.")
     ap.add_argument("--baseline", required=True, help="commit of the old run, e.g. 13136b7")
     ap.add_argument("--out", default="book/criteria_baseline.json")
     a = ap.parse_args()

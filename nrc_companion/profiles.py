@@ -315,7 +315,7 @@ def validate_profile(profile: Profile, notebooks_dir="notebooks") -> dict[str, d
     for key in profile.unknown_keys:
         problems.append(f"unknown top-level key {key!r} (allowed: {', '.join(PROFILE_KEYS)})")
     if profile.raw.get("cluster") is not None:  # options of --executor ray|slurm (nrc.executors)
-        from .executors import ExecutorError, parse_executor
+        from nrc.executors import ExecutorError, parse_executor
 
         try:
             parse_executor(profile.raw["cluster"])

@@ -15,11 +15,11 @@ One source of truth: ``repository.url`` and ``repository.branch`` in the book's 
 
 Command line (from a checkout)::
 
-    python -m nrc.launch --write notebooks/     # insert / update the set-up cell (idempotent)
-    python -m nrc.launch --check notebooks/     # exit 1 when a notebook's cell is out of date
-    python -m nrc.launch --environment environment.yml   # regenerate the Binder environment
-    python -m nrc.launch --table book/rerun.md  # regenerate the notebook table (links, data)
-    python -m nrc.launch --urls                 # print the URLs derived from _config.yml
+    python -m nrc_companion.launch --write notebooks/     # insert / update the set-up cell (idempotent)
+    python -m nrc_companion.launch --check notebooks/     # exit 1 when a notebook's cell is out of date
+    python -m nrc_companion.launch --environment environment.yml   # regenerate the Binder environment
+    python -m nrc_companion.launch --table book/rerun.md  # regenerate the notebook table (links, data)
+    python -m nrc_companion.launch --urls                 # print the URLs derived from _config.yml
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _read_yaml(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: nrc.launch needs a checkout of the repository")
+        raise FileNotFoundError(f"{path} not found: nrc_companion.launch needs a checkout of the repository")
     return yaml.safe_load(path.read_text()) or {}
 
 
@@ -249,7 +249,7 @@ def environment_yaml(pyproject: Path = PYPROJECT) -> str:
     repository only after building this environment).
     """
     lines = [
-        "# Generated from pyproject.toml by `python -m nrc.launch --environment environment.yml`;",
+        "# Generated from pyproject.toml by `python -m nrc_companion.launch --environment environment.yml`;",
         "# do not edit (tests/test_launch.py fails when the two drift).",
         "# conda / Binder, CPU only. Then install nrc: `pip install --no-deps -e .` (Binder: postBuild).",
         "name: nrc",
@@ -268,8 +268,8 @@ def environment_yaml(pyproject: Path = PYPROJECT) -> str:
 #: What a dataset name costs to fetch (compressed download size).
 _DATA_FETCHED = {"mnist": "MNIST (11 MB)", "fashion-mnist": "Fashion-MNIST (30 MB)",
                  "cifar10": "CIFAR-10 (163 MB)"}
-TABLE_BEGIN = "<!-- begin: python -m nrc.launch --table -->"
-TABLE_END = "<!-- end: python -m nrc.launch --table -->"
+TABLE_BEGIN = "<!-- begin: python -m nrc_companion.launch --table -->"
+TABLE_END = "<!-- end: python -m nrc_companion.launch --table -->"
 
 
 def _datasets(values: list) -> str:
@@ -315,7 +315,7 @@ def _with_table(text: str, table: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nrc.launch", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nrc_companion.launch", description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", type=Path, metavar="DIR",
                        help="insert or update the Colab set-up cell of every notebook in DIR")
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             stale = stale_notebooks(args.check)
             if stale:
                 print("set-up cell missing or out of date in: " + ", ".join(p.name for p in stale)
-                      + f"\nFix: python -m nrc.launch --write {args.check}", file=sys.stderr)
+                      + f"\nFix: python -m nrc_companion.launch --write {args.check}", file=sys.stderr)
                 return 1
             print(f"every notebook in {args.check} has the current set-up cell")
         elif args.table:
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"repository: {repository()[0]} (branch {repository()[1]})\nbook: {book_url()}\n"
                   f"binder: {binder_url()}\ncolab: {colab_url('NAME')}")
     except (OSError, ValueError) as err:
-        print(f"python -m nrc.launch: error: {err}", file=sys.stderr)
+        print(f"python -m nrc_companion.launch: error: {err}", file=sys.stderr)
         return 2
     return 0
 

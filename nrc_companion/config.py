@@ -5,9 +5,9 @@
   defaults, the file and the flags and validates once.
 * :func:`coerce_parameter` -- the shared rule that turns a notebook parameter value (from a profile,
   from ``papermill -p`` or ``-y``) into the type its ``parameters`` cell declares; used by
-  :mod:`nrc.profiles` and by :func:`typed_parameters`.
+  :mod:`nrc_companion.profiles` and by :func:`typed_parameters`.
 * :func:`typed_parameters` -- called by every notebook right after its parameters cell
-  (``nrc.typed_parameters(globals())``): coerces the injected values, rejects unknown names.
+  (``nrc_companion.typed_parameters(globals())``): coerces the injected values, rejects unknown names.
 * :func:`check_writable` -- output folders are probed before any work starts.
 
 Every problem is a :class:`ConfigError` whose message is one line naming the key, the value
@@ -169,7 +169,7 @@ class SweepOptions(BaseModel):
     @field_validator("activation")
     @classmethod
     def _activation(cls, v):
-        from .models import ACTIVATIONS
+        from nrc.models import ACTIVATIONS
 
         if v not in ACTIVATIONS:
             raise ValueError(f"one of {sorted(ACTIVATIONS)}")
@@ -522,13 +522,13 @@ def typed_parameters(namespace: dict) -> dict:
 
     Call it in the first code cell after the ``parameters`` cell::
 
-        nrc.typed_parameters(globals())
+        nrc_companion.typed_parameters(globals())
 
     papermill injects its values (``-p name value``, ``-y "name: value"``, profiles) in a cell
     right after the parameters cell, as plain assignments and without checking them. This reads
     the declarations (``name: type = default``) of the parameters cell from the kernel's input
     history (``In``; ``__annotations__`` outside IPython), coerces every declared parameter in
-    ``namespace`` in place with :func:`nrc.config.coerce_parameter` (``-p weight_decays "[0.01, 0.1]"``,
+    ``namespace`` in place with :func:`nrc_companion.config.coerce_parameter` (``-p weight_decays "[0.01, 0.1]"``,
     ``-p rank_tol 1e-3``, ``-p seeds 0`` all work), and fails on a name papermill injected that
     the notebook does not declare (papermill itself only warns).
 
@@ -539,7 +539,7 @@ def typed_parameters(namespace: dict) -> dict:
 
     Raises
     ------
-    nrc.config.ConfigError
+    nrc_companion.config.ConfigError
         One line: the parameter, its type and the ``-y`` form to use; or the unknown name and the
         declared ones.
     """

@@ -6,7 +6,7 @@ environment variables set for the kernel (and restored afterwards):
 
 * ``NRC_PROGRESS=0`` -- no progress bars in executed notebooks;
 * ``MPLBACKEND`` unset, so the kernel's inline backend puts figures in the executed notebooks;
-* ``NRC_RESULTS_DIR=<out>/results`` -- where notebooks write their key numbers (``nrc.record``);
+* ``NRC_RESULTS_DIR=<out>/results`` -- where notebooks write their key numbers (``nrc_companion.record``);
 * ``NRC_PROFILE=<profile name>``;
 * ``NRC_CACHE_DIR=<repo>/.nrc-cache`` unless already set;
 * ``OMP_NUM_THREADS`` (and the BLAS equivalents) for CPU profiles: ``--threads``, by default the
@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Callable
 
 from .profiles import Profile, ProfileError, load_profile, notebook_parameters, validate_profile
-from .results import git_state
+from nrc.provenance import git_state
 
 __all__ = ["reproduce", "RunReport", "NotebookRun", "main_reproduce", "add_reproduce_arguments",
            "run_reproduce", "choose_threads", "STATUS_FILE", "TRAIN_LOG_ENV", "VERSION_PACKAGES"]
@@ -132,7 +132,7 @@ def _versions() -> dict[str, str]:
             out[pkg] = "not installed"
     if out.get("nrc") == "not installed":  # a plain checkout: report the package's own version
         try:
-            from . import __version__
+            from nrc import __version__
             out["nrc"] = f"{__version__} (not installed)"
         except ImportError:
             pass
@@ -300,7 +300,7 @@ def _phases(executed: Path, timing_file: Path, seconds: float) -> dict:
     """
     from datetime import datetime
 
-    from .timing import PHASES, read
+    from nrc.timing import PHASES, read
 
     out = {"startup": 0.0}
     try:
@@ -372,8 +372,8 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     Parameters
     ----------
     profile : Profile, str or path
-        A loaded :class:`~nrc.profiles.Profile`, or a profile name / YAML path for
-        :func:`~nrc.profiles.load_profile`.
+        A loaded :class:`~nrc_companion.profiles.Profile`, or a profile name / YAML path for
+        :func:`~nrc_companion.profiles.load_profile`.
     only : list of str, optional
         Run just these notebooks (in profile order); the other entries of an existing
         ``status.json`` are kept.
@@ -419,7 +419,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     declared = validate_profile(profile, notebooks_dir)
     pool = None
     if executor is not None:
-        from .executors import NotebookPool, parse_executor
+        from nrc.executors import NotebookPool, parse_executor
 
         spec = parse_executor(executor)
         if spec.kind != "local":
@@ -689,7 +689,7 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument("--set", dest="set", action="append", metavar="KEY=VALUE",
                         help="override a parameter in every notebook that declares it, e.g. --set epochs=1 "
                              "(repeatable; the value is read as YAML)")
-    from .executors import add_executor_arguments
+    from nrc.executors import add_executor_arguments
 
     add_executor_arguments(parser)
     return parser
@@ -733,7 +733,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         threads = getattr(args, "threads", "auto")
         if threads != "auto" and not (str(threads).isdigit() and int(threads) >= 1):
             raise ValueError(f"--threads must be 'auto' or an integer >= 1, got {threads!r}")
-        from .executors import executor_from_args
+        from nrc.executors import executor_from_args
 
         executor = executor_from_args(args, profile.raw.get("cluster"))
         report = reproduce(profile, only=args.only, notebooks_dir=notebooks_dir, out_dir=args.out,
@@ -747,7 +747,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 
 def main_reproduce(argv=None) -> int:
-    """Entry point of ``nrc reproduce`` (``python -m nrc.runner``)."""
+    """Entry point of ``nrc reproduce`` (``python -m nrc_companion.runner``)."""
     parser = argparse.ArgumentParser(prog="nrc reproduce",
                                      description="Execute the notebooks of a profile with papermill.")
     add_reproduce_arguments(parser)

@@ -198,7 +198,7 @@ def _parameters_cell(nb_path: Path) -> str | None:
 
 
 def notebook_parameters(path) -> dict:
-    """Parameters of a notebook: ``nrc.profiles.notebook_parameters`` when available, else our parser."""
+    """Parameters of a notebook: ``nrc_companion.profiles.notebook_parameters`` when available, else our parser."""
     try:
         from .profiles import notebook_parameters as _np  # the project's own definition
         return _np(path)
@@ -476,7 +476,7 @@ def _claim_kind(cl: dict) -> str:
 def score_claims(claims: list[dict], results: dict[str, dict], names: list[str]) -> list[dict]:
     """One row per claim: its verdict and the check that decides it.
 
-    The aggregation is :func:`nrc.verdicts.claim_verdicts`, the one the tests prove: a claim's
+    The aggregation is :func:`nrc_companion.verdicts.claim_verdicts`, the one the tests prove: a claim's
     verdict comes from its deciding checks (empirical and construction): ``differs`` if any
     differs, else ``inconclusive`` if any is, else ``pass``; convergence checks are listed apart
     and never decide; a claim tested only by a method of ours (``method`` checks) takes their
@@ -514,7 +514,7 @@ def score_claims(claims: list[dict], results: dict[str, dict], names: list[str])
 
 def changed_criteria_section(results: dict[str, dict], names: list[str], root: Path) -> list[str]:
     """The scorecard's list of criteria changed since the first full run, from
-    :func:`nrc.verdicts.changed_criteria` and ``book/criteria_baseline.json``."""
+    :func:`nrc_companion.verdicts.changed_criteria` and ``book/criteria_baseline.json``."""
     from . import verdicts
 
     base = _read_json(root / "book" / "criteria_baseline.json")
@@ -943,7 +943,7 @@ def generate_pages(executed_dir=EXECUTED, book_dir="book", root=None) -> list[Pa
 #   run did not use;
 # * the "Scale of this run" sentence becomes a short definition list;
 # * verdict tables written by the old renderer are redrawn from the run's record
-#   (``results/NAME.json``) by ``nrc.report.verdict_markdown``; long or wide raw tables fold;
+#   (``results/NAME.json``) by ``nrc_companion.report.verdict_markdown``; long or wide raw tables fold;
 # * every figure gets alt text from its caption.
 
 def _first_heading(nb: dict) -> str | None:
@@ -1059,7 +1059,7 @@ def _src(cell) -> str:
 
 
 def _old_table_fix(text: str) -> str:
-    """Fold a long or wide ``nrc.report.show_table`` output and give mixed number columns one format."""
+    """Fold a long or wide ``nrc_companion.report.show_table`` output and give mixed number columns one format."""
     import re
 
     from .report import COLUMN_PX, _CELL_PAD_PX, _CHAR_PX, fold_html
@@ -1326,7 +1326,7 @@ def run_book(args: argparse.Namespace) -> int:
 
 
 def main_book(argv=None) -> int:
-    """``python -m nrc.book``: check, generate and build the book."""
+    """``python -m nrc_companion.book``: check, generate and build the book."""
     parser = add_book_arguments(argparse.ArgumentParser(
         prog="nrc book", description="Build the companion book from the executed notebooks."))
     return run_book(parser.parse_args(argv))

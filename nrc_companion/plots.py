@@ -4,14 +4,14 @@ Each function takes a long-form DataFrame and returns the matplotlib ``Figure``;
 ``plt.show`` or changes the backend, so notebooks display it and ``myst_nb.glue`` can store it.
 Conventions of the book (legible at its content width of about 750 px):
 
-* figures 7.5 in wide at 100 dpi, text of at least 10 pt (:func:`nrc.report.page_setup`);
+* figures 7.5 in wide at 100 dpi, text of at least 10 pt (:func:`nrc_companion.report.page_setup`);
 * lines are the mean over seeds, bands the min-max range over seeds (seaborn ``("pi", 100)``);
 * weight decay :math:`\\lambda` is coloured with a sequential palette (viridis without its yellow
   end), so it reads on white and in greyscale; :math:`\\lambda = 0` sits at the left end of a
   symlog axis;
 * reference lines (rank :math:`K`, :math:`y = x`) are drawn where they matter;
 * legends sit outside the axes (below or right of the panels), never over the data;
-* the book shows figures as SVG with text kept as text (:func:`nrc.report.page_setup`).
+* the book shows figures as SVG with text kept as text (:func:`nrc_companion.report.page_setup`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .timing import instrument_matplotlib, timed
+from nrc.timing import instrument_matplotlib, timed
 
 instrument_matplotlib()  # nrc.timing: figure rendering counts as "figures" in a timed run
 

@@ -311,7 +311,7 @@ def verdict_html(checks: list[Mapping]) -> str:
 def verdict_table(checks: list[Mapping]):
     """Display a notebook's checks: one card per check (claim, statement, measured, verdict).
 
-    Accepts the records of :mod:`nrc.verdicts` (``statement``, ``measured``, ``verdict``, ...)
+    Accepts the records of :mod:`nrc_companion.verdicts` (``statement``, ``measured``, ``verdict``, ...)
     and the old ones of :func:`nrc.check` (``what``, ``measured``, ``passed``). The output carries
     MyST markdown, which the book renders (math, claim links, folded details), and HTML for
     Jupyter.

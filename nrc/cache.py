@@ -1,38 +1,31 @@
-"""The results store: a per-member cache of trained sweeps, provenance, and notebook records.
+"""The result cache: trained sweep members keyed by everything that determines them.
 
-* :class:`ResultStore` trains through a cache keyed by everything that determines a member's
-  result (architecture, training config, data fingerprint, the member's scalars, the trainer's
-  version). A repeated run loads instead of retraining; any change recomputes; extending a grid
-  trains only the new members; a killed run resumes from its checkpoint.
-* :func:`environment` is the provenance recorded with every result (device, versions, commit).
-* :func:`record` and :func:`save_table` are how notebooks publish their key numbers: a JSON file
-  and ``myst_nb.glue`` for the book, CSV files for readers.
+:class:`ResultStore` trains through a cache keyed by everything that determines a member's result
+(architecture, training config, data fingerprint, the member's scalars, the trainer's version). A
+repeated run loads instead of retraining; any change recomputes; extending a grid trains only the
+new members; a killed run resumes from its checkpoint; two processes never train the same member
+at once (a lock per member) nor leave a damaged entry (temporary file + rename).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .data import Dataset
 from .models import Architecture
+from .provenance import environment
 from .timing import timed
 from .train import Sweep, TrainConfig, _validate_members, train
 
-__all__ = ["ResultStore", "environment", "record", "save_table", "save_run", "results_dir",
-           "fingerprint"]
+__all__ = ["ResultStore", "fingerprint", "TRAINER_VERSION"]
 
 #: Bump when a change to the trainer changes results, so old cache entries are not reused.
 TRAINER_VERSION = 2  # 2: float64 L-BFGS refinement batched across members
@@ -54,51 +47,6 @@ def _data_fingerprint(d: Dataset) -> str:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     h.update(_canonical({"name": d.name, "classes": d.num_classes}).encode())
     return h.hexdigest()[:20]
-
-
-def git_state(root=None) -> tuple[str, bool | None]:
-    """(commit, dirty) of the repository holding ``root`` (default: nrc's checkout).
-
-    ``dirty`` says whether tracked files other than ``book/`` (pages and committed runs, which a
-    run itself rewrites) differ from the commit; ``("unknown", None)`` outside a repository.
-    """
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        commit = r.stdout.strip()
-        if r.returncode != 0 or not commit:
-            return "unknown", None
-        s = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no",
-                            "--", ".", ":(exclude)book"], cwd=root, capture_output=True, text=True, timeout=30)
-        return commit, (bool(s.stdout.strip()) if s.returncode == 0 else None)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", None
-
-
-def _device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def environment() -> dict:
-    """Provenance of a result: device, Python and library versions, git commit, time (UTC)."""
-    versions = {}
-    for pkg in ("nrc", "torch", "numpy", "scipy", "pandas", "matplotlib", "papermill", "jupyter-book"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = "not installed"
-    commit, dirty = git_state()
-    return {"device": _device_name(), "python": sys.version.split()[0], "platform": platform.platform(),
-            "versions": versions, "commit": commit, "dirty": dirty,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _log_training(*, trained: int, loaded: int, seconds: float) -> None:
@@ -312,106 +260,3 @@ class ResultStore:
 
     def _path(self, key: str) -> Path:
         return self.root / "members" / f"{key}.pt"
-
-
-def results_dir(notebook: str | None = None) -> Path:
-    """Where notebooks write their records: ``$NRC_RESULTS_DIR``, else ``~/.cache/nrc/results``.
-
-    ``nrc reproduce`` sets ``NRC_RESULTS_DIR`` to ``<out>/results``, next to the executed
-    notebooks; set it yourself to put the results of a papermill run next to its output notebook.
-    The default lies outside the working directory on purpose, so a notebook run from anywhere
-    never leaves files in the caller's tree. A relative value resolves against the working
-    directory (for papermill, the caller's).
-    """
-    root = Path(os.environ.get("NRC_RESULTS_DIR") or "~/.cache/nrc/results").expanduser().absolute()
-    return root / notebook if notebook else root
-
-
-def _jsonable(v):
-    if isinstance(v, (np.generic,)):
-        return v.item()
-    if isinstance(v, torch.Tensor):
-        return v.item() if v.numel() == 1 else v.tolist()
-    return v
-
-
-def _jsonable_tree(obj):
-    """``obj`` with numpy / torch scalars turned into Python numbers, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable_tree(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable_tree(v) for v in obj]
-    return _jsonable(obj)
-
-
-def record(notebook: str, values: dict, checks: list[dict] = (), *, inputs: dict | None = None,
-           glue: bool = True) -> Path:
-    """Publish a notebook's key numbers: a JSON file for tests and the book, and ``myst_nb.glue``.
-
-    Parameters
-    ----------
-    notebook : str
-        The notebook's name (file stem).
-    values : dict
-        Key numbers (floats, ints, strings).
-    checks : list of dict
-        Evaluated checks, from :func:`nrc.verdicts.evaluate` (the registry's one evaluator).
-    inputs : dict, optional
-        The structured inputs those checks were evaluated from (check id -> rows), stored so that
-        anyone can re-evaluate the record with :func:`nrc.verdicts.evaluate`.
-    glue : bool
-        Also glue every value under its key (when ``myst_nb`` is installed), so the book's prose
-        quotes the computed number.
-
-    Returns
-    -------
-    Path of the JSON file.
-    """
-    values = {k: _jsonable(v) for k, v in values.items()}
-    out = results_dir() / f"{notebook}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"notebook": notebook, "profile": os.environ.get("NRC_PROFILE", "custom"),
-               "values": values, "checks": list(checks), "inputs": _jsonable_tree(inputs or {}),
-               "meta": environment()}
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, out)
-    if glue:
-        try:
-            from myst_nb import glue as _glue
-        except ImportError:
-            _glue = None
-        if _glue is not None:
-            for k, v in values.items():
-                _glue(k, v, display=False)
-    return out
-
-
-def save_table(df: pd.DataFrame, notebook: str, name: str) -> Path:
-    """Write a results table as CSV under ``results_dir(notebook)/name.csv`` (linked from the page)."""
-    path = results_dir(notebook) / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return path
-
-
-def save_run(path, sweep: Sweep, analysis, **extra) -> Path:
-    """Save one analysed sweep: the tidy table ``member x layer x metric`` plus its metadata.
-
-    Writes ``tidy.csv``, ``members.csv``, ``spectra.csv`` and ``meta.json`` (architecture, full
-    training config, members with their seeds, device, library versions, git commit, and any
-    ``extra`` JSON-able items) under ``path``; files are written whole (temp file + rename).
-    """
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"architecture": sweep.arch.to_dict(), "config": sweep.config.to_dict(), "members": sweep.members,
-            "diverged": [bool(d) for d in sweep.diverged], "train_seconds": sweep.seconds,
-            "train_device": sweep.device, **extra, **environment()}
-    for name, df in (("tidy", analysis.tidy()), ("members", analysis.members), ("spectra", analysis.spectra)):
-        tmp = out / f".{name}.csv.tmp"
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, out / f"{name}.csv")
-    tmp = out / ".meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp, out / "meta.json")
-    return out
