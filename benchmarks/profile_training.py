@@ -94,7 +94,7 @@ def main(argv=None):
                     p_old, f_old = loop_lbfgs(arch, p64, x, y, wd, loss, a.lbfgs_steps)
                     times["lbfgs_loop"].append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
-                    p_new, f_new = T._refine_lbfgs(arch, p64, x, y, wd, torch.zeros(len(members), dtype=torch.bool), ref_cfg)
+                    p_new, f_new, _ = T._refine_lbfgs(arch, p64, x, y, wd, torch.zeros(len(members), dtype=torch.bool), ref_cfg)
                     times["lbfgs_batched"].append(time.perf_counter() - t0)
                 best = {k: min(v) for k, v in times.items()}
                 run = {"threads": threads, "activation": act, "loss": loss, "lbfgs_steps": a.lbfgs_steps,

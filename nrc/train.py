@@ -19,7 +19,7 @@ import itertools
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,10 @@ __all__ = ["TrainConfig", "Sweep", "grid", "train", "member_losses", "data_order
 
 MEMBER_KEYS = ("weight_decay", "seed", "lr")
 LOSSES = ("ce", "mse")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,10 @@ class TrainConfig:
         Step size of the ``"gd"`` refinement.
     refine_dtype : {"float64", "float32"}
         Precision of the refinement (float64 reaches far smaller gradient residuals).
+    refine_snapshots : tuple of int
+        L-BFGS budgets below ``refine_steps`` (0: SGD alone) whose results are kept as well:
+        :meth:`Sweep.refined_at` gives, for each, exactly what a separate run with that
+        ``refine_steps`` gives, from one refinement (see :func:`_lbfgs_member`). L-BFGS only.
     checkpoint_every : int
         Epochs between checkpoints when a checkpoint path is given.
     """
@@ -81,6 +89,7 @@ class TrainConfig:
     refine_steps: int = 0
     refine_lr: float = 0.1
     refine_dtype: str = "float64"
+    refine_snapshots: tuple = ()
     checkpoint_every: int = 10
 
     def __post_init__(self):
@@ -104,9 +113,24 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        snaps = self.refine_snapshots
+        if snaps:
+            if isinstance(snaps, (str, bytes)) or not all(_is_int(b) for b in snaps):
+                raise ValueError(f"refine_snapshots must be a sequence of integer budgets, got {snaps!r}")
+            snaps = tuple(sorted({int(b) for b in snaps}))
+            if self.refine != "lbfgs" or not 0 <= snaps[0] <= snaps[-1] < self.refine_steps:
+                raise ValueError(f"refine_snapshots must lie in [0, refine_steps) = [0, {self.refine_steps}) "
+                                 f"with refine='lbfgs', got {list(snaps)} with refine={self.refine!r}")
+        object.__setattr__(self, "refine_snapshots", tuple(snaps))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.refine_snapshots:
+            # a configuration without snapshots keeps the cache key it had before the field existed
+            del d["refine_snapshots"]
+        else:
+            d["refine_snapshots"] = list(self.refine_snapshots)
+        return d
 
 
 @dataclass
@@ -137,6 +161,38 @@ class Sweep:
                      {k: v[t] for k, v in self.params.items()},
                      {k: v[:, idx] for k, v in self.history.items()},
                      self.diverged[idx], self.seconds, self.device)
+
+    def refined_at(self, budget: int) -> "Sweep":
+        """The sweep a separate run with ``refine_steps=budget`` gives (equal parameters, losses and
+        divergence flags), for ``budget`` in ``config.refine_snapshots`` or ``config.refine_steps``.
+
+        ``seconds`` is this sweep's: the snapshots cost no separate training.
+        """
+        budget = int(budget)
+        snaps = self.config.refine_snapshots
+        if budget not in snaps and budget != self.config.refine_steps:
+            raise ValueError(f"budget must be one of {[*snaps, self.config.refine_steps]}, got {budget}")
+        base = {k: v for k, v in self.history.items() if not k.startswith("snapshot_")}
+        if budget == self.config.refine_steps:
+            config = replace(self.config, refine_snapshots=())
+            return Sweep(self.arch, config, self.members, self.params, base, self.diverged, self.seconds, self.device)
+        flat = torch.from_numpy(np.ascontiguousarray(self.history[f"snapshot_{budget}_params"].T))  # (M, P)
+        params, off = {}, 0
+        for k, v in self.params.items():
+            n = math.prod(v.shape[1:])
+            params[k] = flat[:, off:off + n].reshape(v.shape).clone()
+            off += n
+        history = {"loss": base["loss"]}
+        if budget == 0:  # SGD alone: float32 parameters (stored exactly in float64), NaN where SGD diverged
+            config = replace(self.config, refine="none", refine_steps=0, refine_snapshots=())
+            params = {k: v.float() for k, v in params.items()}
+            diverged = ~torch.isfinite(flat).all(1).numpy()
+        else:
+            config = replace(self.config, refine_steps=budget, refine_snapshots=())
+            params = {k: v.to(getattr(torch, config.refine_dtype)) for k, v in params.items()}
+            history["refine_loss"] = self.history[f"snapshot_{budget}_loss"]
+            diverged = ~np.isfinite(history["refine_loss"][0])
+        return Sweep(self.arch, config, self.members, params, history, diverged, self.seconds, self.device)
 
 
 def grid(**axes) -> list[dict]:
@@ -375,8 +431,12 @@ def train(arch: Architecture, data, members: list[dict], config: TrainConfig = T
 
     params = {k: p.detach().contiguous() for k, p in params.items()}
     if config.refine != "none" and config.refine_steps > 0:
-        params, refine_loss = _refine(arch, params, x, y, wd, diverged, config)
+        params, refine_loss, snapshots = _refine(arch, params, x, y, wd, diverged, config)
         history["refine_loss"] = refine_loss[None]
+        # snapshots as history rows, so that a result cache keeping the history keeps them too
+        for b, (snap, snap_loss) in snapshots.items():
+            history[f"snapshot_{b}_params"] = torch.cat([snap[k].reshape(M, -1) for k in params], 1).T.cpu().numpy()
+            history[f"snapshot_{b}_loss"] = snap_loss[None]
         diverged |= ~torch.isfinite(torch.as_tensor(refine_loss, device=device))
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
@@ -456,7 +516,11 @@ def _sgd_update(params, grads, bufs, decay, wds, lrs, momentum, first, cache=Non
 
 
 def _refine(arch, params, x, y, wd, diverged, config):
-    """Full-batch refinement of the regularised loss: gradient descent or L-BFGS, all members at once."""
+    """Full-batch refinement of the regularised loss: gradient descent or L-BFGS, all members at once.
+
+    Returns the refined parameters, the final regularised losses and ``{budget: (params, losses)}``
+    for the budgets in ``config.refine_snapshots`` (L-BFGS only).
+    """
     dtype = getattr(torch, config.refine_dtype)
     x = x.to(dtype)
     params = {k: v.to(dtype) for k, v in params.items()}
@@ -472,7 +536,7 @@ def _refine(arch, params, x, y, wd, diverged, config):
                           for (k, p), g in zip(ps.items(), grads)}
         with torch.no_grad():
             final = regularized_loss(arch, params, x, y, wd, config.loss, config.regularize_bias)
-        return params, final.cpu().numpy()
+        return params, final.cpu().numpy(), {}
     return _refine_lbfgs(arch, params, x, y, wd, diverged, config)
 
 
@@ -583,7 +647,8 @@ def _strong_wolfe_steps(t, d, f, g, gtd, d_norm, c1=1e-4, c2=0.9, tolerance_chan
     return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
 
 
-def _lbfgs_member(x, loss, flat_grad, *, max_iter, max_eval, tolerance_grad, tolerance_change, lr=1.0):
+def _lbfgs_member(x, loss, flat_grad, *, max_iter, max_eval, tolerance_grad, tolerance_change, lr=1.0,
+                  budgets=()):
     """One member of torch.optim.LBFGS.step(closure) with ``line_search_fn="strong_wolfe"``, as a
     generator.
 
@@ -591,9 +656,17 @@ def _lbfgs_member(x, loss, flat_grad, *, max_iter, max_eval, tolerance_grad, tol
     (evaluate at ``x + t d``; receives ``(loss, grad)``) and ``("dir", grad, pair)`` (receives
     the direction ``d = -H grad`` from the batched history after adding ``pair = (s, y, ys, yy)``
     when not None).
+
+    ``budgets`` (each below ``max_iter``): for each budget ``B``, the run with ``max_iter = B``
+    (and torch's default ``max_eval = B * 5 // 4``) follows this run step for step until it stops,
+    unless a line search needs more evaluations than that run's ``max_eval`` leaves it (its
+    ``max_ls``). Yields ``("snap", B)`` when the iterate ``x`` is where the run with budget ``B``
+    ends, and ``("fork", B)`` when that run would take a different line search here (it must then
+    be run on its own); budgets left when this run stops end where it ends.
     """
     if float(flat_grad.abs().max()) <= tolerance_grad:
         return
+    todo = sorted(budgets)
     current_evals, n_iter = 1, 0
     d = t = prev_flat_grad = prev_loss = None
     while n_iter < max_iter:
@@ -623,6 +696,16 @@ def _lbfgs_member(x, loss, flat_grad, *, max_iter, max_eval, tolerance_grad, tol
                 break
         x.add_(d, alpha=t)
         opt_cond = float(flat_grad.abs().max()) <= tolerance_grad
+        for b in list(todo):
+            b_max_eval = b * 5 // 4
+            # the budget-b run gave this line search max_ls = b_max_eval - current_evals; it used
+            # ls_func_evals - 1 beyond its first evaluation, so it took the same path iff that is below
+            if current_evals + ls_func_evals > b_max_eval:
+                todo.remove(b)
+                yield ("fork", b)
+            elif n_iter == b or current_evals + ls_func_evals >= b_max_eval:
+                todo.remove(b)  # the budget-b run stops here (iterations or evaluations used up)
+                yield ("snap", b)
         current_evals += ls_func_evals
         if n_iter == max_iter or current_evals >= max_eval or opt_cond:
             break
@@ -698,7 +781,14 @@ class _History:
 def _refine_lbfgs(arch, params, x, y, wd, diverged, config, history_size=50):
     """torch.optim.LBFGS(lr=1, max_iter=refine_steps, tolerance_grad=1e-15, tolerance_change=1e-18,
     history_size=50, line_search_fn="strong_wolfe") on every member's regularised loss, batched
-    over members (see the comment above :func:`_cubic_interpolate`)."""
+    over members (see the comment above :func:`_cubic_interpolate`).
+
+    Returns the refined parameters, their regularised losses (NaN where diverged) and
+    ``{budget: (parameters, losses)}`` for ``config.refine_snapshots``: for each budget what this
+    function returns with ``refine_steps`` set to it (budget 0: the starting point), from this one
+    run, plus separate runs only for members whose budget-``b`` run leaves this run's path
+    (see :func:`_lbfgs_member`).
+    """
     names = list(params)
     shapes = [tuple(params[k].shape[1:]) for k in names]
     sizes = [math.prod(s) for s in shapes]
@@ -706,9 +796,9 @@ def _refine_lbfgs(arch, params, x, y, wd, diverged, config, history_size=50):
     X = torch.cat([params[k].reshape(M, -1) for k in names], 1).contiguous()
     P = X.shape[1]
     live = [m for m in range(M) if not bool(diverged[m])]
-    final = np.full(M, np.nan)
     if not live:
-        return params, final
+        nan = np.full(M, np.nan)
+        return params, nan, {b: (params, nan) for b in config.refine_snapshots}
     decay = _decay_mask(arch, config, names)
     decay_mask = None if all(decay.values()) else torch.cat(
         [torch.full((n,), float(decay[k]), dtype=X.dtype, device=X.device) for k, n in zip(names, sizes)])
@@ -733,17 +823,38 @@ def _refine_lbfgs(arch, params, x, y, wd, diverged, config, history_size=50):
 
     max_iter = config.refine_steps
     max_eval = max_iter * 5 // 4
+    budgets = [b for b in config.refine_snapshots if b > 0]
+    snaps = {0: X.clone()} if 0 in config.refine_snapshots else {}  # budget 0: SGD alone
+    snaps.update({b: X.clone() for b in budgets})  # rows overwritten when a member reaches b
+    pending_snap = {m: set(budgets) for m in live}  # budgets whose rows still follow the iterate
+    forks = {}  # budget -> members whose budget-b run leaves this run's path (run on their own)
+    start = X.clone() if budgets else None
     losses, grads = evaluate(live, X[live])
     hist = _History(M, P, history_size, X.dtype, X.device)
     gens, pending = {}, {}
-    for i, m in enumerate(live):
-        g = _lbfgs_member(X[m], losses[i], grads[i], max_iter=max_iter, max_eval=max_eval,
-                          tolerance_grad=1e-15, tolerance_change=1e-18)
+
+    def advance(m, answer):
+        """Send ``answer`` to member m's generator; record snapshots and forks until it asks for work."""
         try:
-            pending[m] = next(g)
-            gens[m] = g
+            request = gens[m].send(answer)
+            while request[0] in ("snap", "fork"):
+                b = request[1]
+                pending_snap[m].discard(b)
+                if request[0] == "snap":
+                    snaps[b][m] = X[m]
+                else:
+                    forks.setdefault(b, []).append(m)
+                request = gens[m].send(None)
+            pending[m] = request
         except StopIteration:
-            pass
+            pending.pop(m, None)
+            for b in pending_snap[m]:  # the budget-b run stops where this one stops
+                snaps[b][m] = X[m]
+
+    for i, m in enumerate(live):
+        gens[m] = _lbfgs_member(X[m], losses[i], grads[i], max_iter=max_iter, max_eval=max_eval,
+                                tolerance_grad=1e-15, tolerance_change=1e-18, budgets=budgets)
+        advance(m, None)
     while pending:
         waiting = [m for m, req in pending.items() if req[0] == "dir"]
         answers = {}
@@ -764,18 +875,33 @@ def _refine_lbfgs(arch, params, x, y, wd, diverged, config, history_size=50):
             f, g = evaluate(rows, X[r] + t.unsqueeze(1) * dirs)
             answers = {m: (f[i], g[i]) for i, m in enumerate(rows)}
         for m, a in answers.items():
-            try:
-                pending[m] = gens[m].send(a)
-            except StopIteration:
-                del pending[m]
-    out = {}
-    off = 0
+            advance(m, a)
+    for b, rows in forks.items():
+        # rare: a line search that the budget-b run would have cut short; run those members to b alone
+        r = torch.as_tensor(rows)
+        sub = _refine_lbfgs(arch, _unflatten(start[r], names, shapes, sizes), x[r] if x.ndim == 3 else x,
+                            y[r] if y.ndim == 2 else y, wd[r], diverged[r],
+                            replace(config, refine_steps=b, refine_snapshots=()), history_size)[0]
+        snaps[b][r] = torch.cat([sub[k].reshape(len(rows), -1) for k in names], 1)
+    out = _unflatten(X, names, shapes, sizes)
+
+    def losses_at(ps):
+        vals = np.full(M, np.nan)
+        with torch.no_grad():
+            r = torch.as_tensor(live)
+            v = regularized_loss(arch, {k: p[r] for k, p in ps.items()}, x[r] if x.ndim == 3 else x,
+                                 y[r] if y.ndim == 2 else y, wd[r], config.loss, config.regularize_bias)
+        vals[live] = v.cpu().numpy()
+        return vals
+
+    snapshots = {b: _unflatten(v, names, shapes, sizes) for b, v in sorted(snaps.items())}
+    return out, losses_at(out), {b: (ps, losses_at(ps)) for b, ps in snapshots.items()}
+
+
+def _unflatten(X, names, shapes, sizes):
+    """Stacked parameters from flat rows ``X`` (M, P), copied (no view of ``X``)."""
+    out, off = {}, 0
     for k, shp, n in zip(names, shapes, sizes):
-        out[k] = X[:, off:off + n].reshape((M,) + shp).clone()
+        out[k] = X[:, off:off + n].reshape((X.shape[0],) + shp).clone()
         off += n
-    with torch.no_grad():
-        r = torch.as_tensor(live)
-        vals = regularized_loss(arch, {k: v[r] for k, v in out.items()}, x[r] if x.ndim == 3 else x,
-                                y[r] if y.ndim == 2 else y, wd[r], config.loss, config.regularize_bias)
-    final[live] = vals.cpu().numpy()
-    return out, final
+    return out

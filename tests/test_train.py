@@ -261,3 +261,56 @@ def test_batched_lbfgs_with_per_member_data_matches_each_member_alone():
         alone = nrc.train(arch, datasets[m], members[m:m + 1], config, progress=False)
         for k in alone.params:
             torch.testing.assert_close(both.params[k][m], alone.params[k][0], rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation,loss", [("tanh", "mse"), ("relu", "ce")])
+def test_refine_snapshots_equal_separate_runs(tmp_path, activation, loss):
+    # one refinement with snapshots gives, at every budget, exactly (bitwise) what a separate run
+    # with that refine_steps gives. Budget 1 always leaves the long run's path (torch gives it
+    # max_eval = 1, so its first line search gets max_ls = 0): the fork path; budgets 5 and 12
+    # mostly follow the long run: the snapshot path. The lr = 1e4 member diverges in SGD.
+    from dataclasses import replace
+
+    data = _data(per_class=12)
+    arch = nrc.Architecture((6, 10, 10, 3), activation=activation)
+    members = [{"weight_decay": 1e-2, "seed": 0}, {"weight_decay": 3e-2, "seed": 1},
+               {"weight_decay": 1e-2, "seed": 2, "lr": 1e4}]
+    budgets = [0, 1, 5, 12]
+    base = nrc.TrainConfig(loss=loss, epochs=2, batch_size=8, schedule="constant", refine="lbfgs")
+    config = replace(base, refine_steps=30, refine_snapshots=tuple(budgets))
+    fresh = nrc.train(arch, data, members, config, progress=False)
+    cached = nrc.ResultStore(tmp_path).train(arch, data, members, config, progress=False)
+    cached = nrc.ResultStore(tmp_path).train(arch, data, members, config, progress=False)  # loaded back
+    assert fresh.diverged.tolist() == [False, False, True]
+    for budget in budgets + [30]:
+        if budget == 0:
+            expected = replace(base, refine="none", refine_steps=0)
+        else:
+            expected = replace(base, refine_steps=budget)
+        alone = nrc.train(arch, data, members, expected, progress=False)
+        for sweep in (fresh, cached):
+            got = sweep.refined_at(budget)
+            assert got.config == expected
+            assert got.diverged.tolist() == alone.diverged.tolist()
+            assert set(got.history) == set(alone.history)
+            for k in alone.history:
+                np.testing.assert_array_equal(got.history[k], alone.history[k])
+            for k in alone.params:
+                assert got.params[k].dtype == alone.params[k].dtype
+                torch.testing.assert_close(got.params[k], alone.params[k], rtol=0, atol=0, equal_nan=True)
+    # the budgets do differ (a snapshot is not the final iterate)
+    assert not torch.equal(fresh.refined_at(5).params["W1"][0], fresh.params["W1"][0])
+    with pytest.raises(ValueError, match="budget must be one of"):
+        fresh.refined_at(7)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"refine": "lbfgs", "refine_steps": 10, "refine_snapshots": (10,)}, r"refine_snapshots must lie in \[0, refine_steps\)"),
+    ({"refine": "gd", "refine_steps": 10, "refine_snapshots": (3,)}, "with refine='lbfgs'"),
+    ({"refine": "lbfgs", "refine_steps": 10, "refine_snapshots": (2.5,)}, "integer budgets"),
+])
+def test_refine_snapshots_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        nrc.TrainConfig(**kwargs)
+    # no snapshots: the configuration's dictionary (its cache key) has no such field
+    assert "refine_snapshots" not in nrc.TrainConfig(refine="lbfgs", refine_steps=10).to_dict()
