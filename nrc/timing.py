@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["PHASES", "phase", "timed", "totals", "reset", "write", "read", "instrument_matplotlib"]
+__all__ = ["PHASES", "phase", "timed", "totals", "reset", "write", "read"]
 
 #: The phases the runner reports (any other name is accepted and reported as well).
 PHASES = ("data", "training", "analysis", "figures")
@@ -87,26 +87,6 @@ def timed(name: str):
                 return fn(*args, **kwargs)
         return inner
     return wrap
-
-
-def instrument_matplotlib() -> None:
-    """Credit figure rendering to "figures" while a timing file is asked for (``NRC_TIMING_FILE``).
-
-    Wraps ``FigureCanvasBase.print_figure``, through which IPython's inline display and
-    ``savefig`` render every figure, including those a notebook draws with seaborn directly
-    (measured: rendering took 2.4 of a 2.7 s figure cell in T4's smoke run, outside
-    ``nrc_companion.plots``). Does nothing without ``NRC_TIMING_FILE``, so matplotlib is left untouched
-    for ordinary use; called when :mod:`nrc_companion.plots` is imported.
-    """
-    if not os.environ.get("NRC_TIMING_FILE"):
-        return
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    if getattr(FigureCanvasBase.print_figure, "_nrc_timed", False):
-        return
-    wrapped = timed("figures")(FigureCanvasBase.print_figure)
-    wrapped._nrc_timed = True
-    FigureCanvasBase.print_figure = wrapped
 
 
 def write(path) -> None:

@@ -113,12 +113,14 @@ def test_matplotlib_rendering_is_credited_only_when_timing(tmp_path, monkeypatch
     import matplotlib.pyplot as plt
     from matplotlib.backend_bases import FigureCanvasBase
 
+    from nrc_companion import plots
+
     before = FigureCanvasBase.print_figure
-    timing.instrument_matplotlib()  # no NRC_TIMING_FILE: nothing patched
+    plots.instrument_matplotlib()  # no NRC_TIMING_FILE: nothing patched
     assert FigureCanvasBase.print_figure is before
     monkeypatch.setenv("NRC_TIMING_FILE", str(tmp_path / "t.json"))
     monkeypatch.setattr(FigureCanvasBase, "print_figure", before)  # undone after the test
-    timing.instrument_matplotlib()
+    plots.instrument_matplotlib()
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
     fig.savefig(tmp_path / "f.png")

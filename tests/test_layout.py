@@ -1,0 +1,35 @@
+"""The layering: ``nrc`` is the research library and loads nothing of the companion above it."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = ("matplotlib", "seaborn", "papermill", "jupyter_book", "myst_nb", "nbformat", "IPython",
+             "nrc_companion")
+
+
+def test_import_nrc_and_every_export_loads_no_plotting_notebook_or_book_module():
+    # A fresh interpreter: this test process has long imported the companion.
+    code = ("import sys, nrc\n"
+            "for name in nrc.__all__: getattr(nrc, name)\n"
+            f"print(sorted(m for m in {FORBIDDEN!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_no_library_module_imports_the_companion():
+    # The static counterpart: no import of nrc_companion (or plotting) anywhere in nrc/, also
+    # inside functions, where the run-time test above would not look.
+    offenders = []
+    for path in sorted((REPO / "nrc").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in FORBIDDEN]
+    assert not offenders, offenders
