@@ -56,9 +56,10 @@ def data_problem(name: str) -> str | None:
     """
     if name not in _DATA_PROBLEMS:
         from nrc import data
+        from nrc.data import download
 
-        saved = data._TIMEOUT_S
-        data._TIMEOUT_S = _PROBE_TIMEOUT_S
+        saved = download.TIMEOUT_S
+        download.TIMEOUT_S = _PROBE_TIMEOUT_S
         try:
             data.load_dataset(name, per_class=1, test_per_class=0, download=True)
             _DATA_PROBLEMS[name] = None
@@ -70,7 +71,7 @@ def data_problem(name: str) -> str | None:
                 f"{TITLE[name]} is not in the data root {data.data_root()} and could not be downloaded "
                 f"({cause[:200]}); offline, set NRC_DATA to a folder holding {LAYOUT[name]}")
         finally:
-            data._TIMEOUT_S = saved
+            download.TIMEOUT_S = saved
     return _DATA_PROBLEMS[name]
 
 

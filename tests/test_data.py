@@ -1,4 +1,4 @@
-"""Tests for nrc.data: the seeded Gaussian mixture and the offline file loaders.
+"""Tests for nrc.data: the seeded Gaussian mixture, the file formats, downloads and the loaders.
 
 Real-format files are written by the tests themselves into ``tmp_path``. Downloads are tested end
 to end against an HTTP server on 127.0.0.1 serving the offline MNIST files (``../shared/data``,
@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from nrc import data
+from nrc.data import download, images
 from nrc.data import (
     DATASETS,
     Dataset,
@@ -254,7 +255,7 @@ def test_missing_files_error_names_every_file_and_the_directory(tmp_path, monkey
 
 def test_fashion_mnist_searches_root_then_debian_dir(tmp_path, monkeypatch, fake_mnist_arrays):
     debian = tmp_path / "debian"
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", debian)
+    monkeypatch.setattr(images, "DEBIAN_FASHION_MNIST_DIR", debian)
     with pytest.raises(FileNotFoundError) as err:
         load_fashion_mnist(tmp_path / "root")
     assert str(tmp_path / "root" / "FashionMNIST" / "raw") in str(err.value)
@@ -441,7 +442,7 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path, serve, mnist_root):
         load_mnist(tmp_path, download=True, mirrors=url)
     message = str(err.value)
     assert "does not match the expected" in message
-    assert any(m in message for m in data._MNIST.md5.values())
+    assert any(m in message for m in download.CHECKSUMS["mnist"].values())
     assert leftovers(tmp_path / "MNIST" / "raw") == []
 
 
@@ -484,7 +485,7 @@ def test_offline_without_files_names_what_to_set(tmp_path, monkeypatch):
 def test_failed_download_leaves_no_new_folders(loader, tmp_path, monkeypatch):
     """Offline, a download that fails removes the folders it created: the root is as before."""
     monkeypatch.delenv("NRC_DATA_MIRROR", raising=False)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(images, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
     with socket.socket() as sock:  # a port nobody listens on: connection refused, like offline
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -515,7 +516,7 @@ def test_cifar10_download_extracts_the_batches(tmp_path, serve, monkeypatch):
     with tarfile.open(served / "cifar-10-python.tar.gz", mode="w:gz") as tar:
         tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     monkeypatch.setitem(
-        data._CIFAR10_MD5, "cifar-10-python.tar.gz", md5_of(served / "cifar-10-python.tar.gz")
+        download.CHECKSUMS["cifar10"], "cifar-10-python.tar.gz", md5_of(served / "cifar-10-python.tar.gz")
     )
     srv, url = serve(served)
     root = tmp_path / "root"
@@ -592,11 +593,11 @@ def test_real_mnist(mnist_root):
 
 
 @pytest.mark.skipif(
-    not data.DEBIAN_FASHION_MNIST_DIR.is_dir(),
+    not images.DEBIAN_FASHION_MNIST_DIR.is_dir(),
     reason="Debian's dataset-fashion-mnist is not installed (/usr/share/datasets/fashion-mnist)",
 )
 def test_real_debian_fashion_mnist(tmp_path):
     ds = load_fashion_mnist(tmp_path, per_class=10, test_per_class=5)  # empty root: Debian's dir
     assert ds.x_train.shape == (100, 784) and ds.x_test.shape == (50, 784)
     assert torch.bincount(ds.y_train).tolist() == [10] * 10
-    assert ds.info["directory"] == str(data.DEBIAN_FASHION_MNIST_DIR)
+    assert ds.info["directory"] == str(images.DEBIAN_FASHION_MNIST_DIR)
