@@ -65,6 +65,54 @@ def matmul_step(M, widths, batch, dtype=torch.float32):
     return step
 
 
+def step_parts(M, widths, batch):
+    """Closures doing one step's work outside the matrix products, at the trainer's shapes and with its
+    code: the optimiser update (``nrc.train._sgd_update``: momentum SGD with per-member weight decay)
+    and the activations' forward and backward (ReLU and its mask, every hidden layer)."""
+    import importlib
+
+    T = importlib.import_module("nrc.train")
+    arch = nrc.Architecture(tuple(widths))
+    init = nrc.init_params(arch, range(M))
+    # the trainer's layout: weights column-major per member, as bmm's backward returns their gradients
+    params = [v.transpose(1, 2).contiguous().transpose(1, 2) if v.ndim == 3 else v.contiguous() for v in init.values()]
+    grads = [torch.randn_like(v).transpose(1, 2).contiguous().transpose(1, 2) for v in params]
+    bufs = [torch.zeros_like(v) for v in params]
+    wds, lrs, cache = [1e-4 * (1 + i) for i in range(M)], [0.05] * M, {}
+    hidden = [torch.randn(M, batch, w) for w in widths[1:-1]]
+
+    def sgd():
+        T._sgd_update(params, grads, bufs, [True] * len(params), wds, lrs, 0.9, first=False, cache=cache)
+
+    def activations():
+        for a in hidden:
+            torch.ops.aten.threshold_backward(a, torch.relu(a), 0)
+    return {"sgd_update": sgd, "activations": activations}
+
+
+def breakdown(M, widths, batch, threads, repeats, steps=10):
+    """Seconds per step of the matrix products, the optimiser update and the activations, interleaved
+    per thread count: what the trainer spends outside the products, and how each part scales."""
+    parts = {"matmuls": matmul_step(M, widths, batch), **step_parts(M, widths, batch)}
+    rows = []
+    for r in range(repeats):
+        for t in threads:
+            torch.set_num_threads(t)
+            for name, f in parts.items():
+                f()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    f()
+                rows.append({"threads": t, "repeat": r, "part": name, "ms_per_step": (time.perf_counter() - t0) / steps * 1e3,
+                             "load": load_average()})
+    summary = {}
+    for t in threads:
+        med = {name: sorted(x["ms_per_step"] for x in rows if x["threads"] == t and x["part"] == name)[repeats // 2]
+               for name in parts}
+        summary[str(t)] = {name: {"ms_per_step": v, "of_matmuls": v / med["matmuls"]} for name, v in med.items()}
+    return {"rows": rows, "summary": summary}
+
+
 def load_average() -> float:
     try:
         return os.getloadavg()[0]
@@ -138,6 +186,15 @@ def markdown(report) -> str:
         lines.append(f"| {t} | {s['best_trainer_gflops']:.1f} | {s['best_matmul_gflops']:.1f} | "
                      f"{s['median_ratio']:.2f} ({s['min_ratio']:.2f}-{s['max_ratio']:.2f}) | "
                      f"{s['median_cpu_ratio']:.2f} |")
+    if report.get("breakdown"):
+        b = report["breakdown"]["summary"]
+        names = list(next(iter(b.values())))
+        lines += ["", "Per step, median over the repeats (ms, and as a fraction of the matrix products at that thread "
+                  "count; `--breakdown`):", "",
+                  "| threads | " + " | ".join(names) + " |", "| ---: |" + " ---: |" * len(names)]
+        for t, parts in b.items():
+            lines.append(f"| {t} | " + " | ".join(f"{parts[n]['ms_per_step']:.1f} ({parts[n]['of_matmuls']:.2f})"
+                                                  for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -152,6 +209,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path("runs/bench/matmul_ceiling.json"),
                    help="JSON written here, with its Markdown table beside it (default under runs/, ignored by git)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the optimiser update and the activations alone per step (where the rest of a step goes)")
     p.add_argument("--update-committed", action="store_true",
                    help="also refresh the committed table benchmarks/matmul_ceiling.json/.md (book/performance.md)")
     a = p.parse_args(argv)
@@ -175,7 +234,8 @@ def main(argv=None):
     report = {"environment": env, "command": "python " + " ".join(["benchmarks/bench_matmul_ceiling.py"] + sys.argv[1:]),
               "members": a.members, "widths": widths, "batch": a.batch, "samples": a.samples,
               "epochs": a.epochs, "step_gflop": step_flops(a.members, widths, a.batch) / 1e9,
-              "cpu_count": os.cpu_count(), "rows": rows, "summary": summarize(rows)}
+              "cpu_count": os.cpu_count(), "rows": rows, "summary": summarize(rows),
+              "breakdown": breakdown(a.members, widths, a.batch, threads, a.repeats) if a.breakdown else None}
     for t, s in report["summary"].items():
         print(f"threads={t}: median trainer/matmul ratio {s['median_ratio']:.2f} "
               f"(range {s['min_ratio']:.2f}-{s['max_ratio']:.2f}; CPU-time ratio {s['median_cpu_ratio']:.2f}); best trainer {s['best_trainer_gflops']:.1f} GFLOP/s, "

@@ -12,9 +12,13 @@ machine load hits both alike:
   reproduced here) against the batched :func:`nrc.train._refine_lbfgs`, and the largest relative
   change of the final losses and weights between the two.
 
+* ``--t1-budgets``: T1's whole training, one run per L-BFGS budget (as before) against one run
+  kept at every budget (``TrainConfig.refine_snapshots``), with a check that both give the same bits.
+
 Usage::
 
     python benchmarks/profile_training.py --out runs/bench/profile_training.json
+    python benchmarks/profile_training.py --t1-budgets --out runs/bench/t1_budgets.json
     python benchmarks/profile_training.py --lbfgs-steps 300 --repeats 2 --threads 1
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ import importlib
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +64,57 @@ def loop_lbfgs(arch, params, x, y, wd, loss, steps):
     return out, final
 
 
+def t1_budgets(a):
+    """T1's training as the notebook did it (one run per L-BFGS budget) against one run kept at every
+    budget (``refine_snapshots``), interleaved, at the full profile's T1 settings; asserts equal results."""
+    budgets = [int(b) for b in a.budgets.split(",")]
+    data = setups.load_data("synthetic", num_classes=4, dim=10, per_class=30, spread=0.7)
+    members = setups.members([0.01, 0.03, 0.1], [0, 1, 2])
+    torch.set_num_threads(int(a.threads.split(",")[0]))
+    result = {"load_before": os.getloadavg(), "threads": torch.get_num_threads(), "budgets": budgets,
+              "shapes": "T1 full profile: MLP 10-32-32-32-4, N=120, 9 members per activation and loss", "runs": []}
+    for act in a.activations.split(","):
+        arch = setups.architecture(data, [32, 32, 32], activation=act)
+        for loss in ("mse", "ce"):
+            kw = dict(epochs=100, batch_size=32, lr=0.05)
+            t0 = time.perf_counter()
+            separate = {b: nrc.train(arch, data, members, setups.train_config(loss, refine_steps=b, **kw), progress=False)
+                        for b in budgets}
+            t_separate = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            config = setups.train_config(loss, refine_steps=budgets[-1], **kw)
+            one = nrc.train(arch, data, members, replace(config, refine_snapshots=tuple(budgets[:-1])), progress=False)
+            t_one = time.perf_counter() - t0
+            equal = all(torch.equal(one.refined_at(b).params[k].nan_to_num(), separate[b].params[k].nan_to_num())
+                        for b in budgets for k in separate[b].params)
+            run = {"activation": act, "loss": loss, "separate_s": t_separate, "snapshots_s": t_one,
+                   "speedup": t_separate / t_one, "bitwise_equal": equal}
+            result["runs"].append(run)
+            print(json.dumps(run), flush=True)
+    result["total_separate_s"] = sum(r["separate_s"] for r in result["runs"])
+    result["total_snapshots_s"] = sum(r["snapshots_s"] for r in result["runs"])
+    result["load_after"] = os.getloadavg()
+    return result
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--t1-budgets", action="store_true",
+                    help="time T1's training per budget against one run kept at every budget (see t1_budgets)")
+    ap.add_argument("--budgets", default="0,30,100,300,1000,3000", help="T1's L-BFGS budgets (with --t1-budgets)")
     ap.add_argument("--threads", default="1", help="comma-separated thread counts")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--lbfgs-steps", type=int, default=300)
     ap.add_argument("--activations", default="tanh,relu")
     ap.add_argument("--out", default="runs/bench/profile_training.json")
     a = ap.parse_args(argv)
+    if a.t1_budgets:
+        result = t1_budgets(a)
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print("wrote", out)
+        return
     data = setups.load_data("synthetic", num_classes=4, dim=10, per_class=30, spread=0.7)
     members = setups.members([0.01, 0.03, 0.1], [0, 1, 2])
     x, y = data.x_train.double(), data.y_train

@@ -119,6 +119,14 @@ def _log_y(ax):
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
+def tidy_log_x(ax):
+    """Label a short log x axis at 1, 2 and 5 times powers of ten only (minor labels would overlap)."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def lambda_axis(ax, lams, label: str = r"weight decay $\lambda$"):
     """A log :math:`\\lambda` axis that still shows :math:`\\lambda = 0` (symlog, linear below the smallest positive value)."""
     lams = [float(v) for v in lams]

@@ -125,6 +125,81 @@ def kink_fraction(sweep, x, tol: float) -> dict:
     return dict(zip(keep.tolist(), frac.tolist()))
 
 
+def surviving(an):
+    """The analysed members (rows of ``an.members``) that did not diverge; raises if none is left."""
+    ok = an.members[~an.members["diverged"]]
+    if ok.empty:
+        raise RuntimeError("every member diverged; lower lr or change the grid")
+    return ok
+
+
+def last_layer_table(sweep, an, loss: str, site: str, num_classes: int):
+    """Corollary A1 (a) per surviving member: the largest and K-th singular values of the weight
+    ``site``, the norm of its column sums over sqrt(K), and ``||G||_F / lambda`` (float64)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    K = num_classes
+    rows = []
+    sites = an.sites[an.sites["site"] == site].set_index("member")
+    for m in surviving(an)["member"]:
+        W = sweep.params[site][m].double()
+        s = torch.linalg.svdvals(W)
+        lam = float(sweep.members[m]["weight_decay"])
+        rows.append({"loss": loss, "member": int(m), "weight_decay": lam, "seed": sweep.members[m]["seed"],
+                     "s_1": float(s[0]), "s_K": float(s[K - 1]), "sK_rel": float(s[K - 1] / s[0]),
+                     "colsum_norm": float(W.sum(0).norm() / np.sqrt(K)),
+                     "grad_term": float(sites.loc[m, "grad_norm"]) / lam,
+                     "stationarity": float(sites.loc[m, "stationarity"])})
+    return pd.DataFrame(rows)
+
+
+def output_term(arch: Architecture, params: dict, x, y, loss: str):
+    """``-(1/N) sum_i <grad_f loss_i, f(x_i)>`` per member, in float64 (Lemma A5's right-hand side)."""
+    import torch
+
+    from nrc.models import forward
+    from nrc.train import member_losses
+
+    p = {k: v.detach().to(torch.float64) for k, v in params.items()}
+    x = x.to(torch.float64)
+    with torch.no_grad():
+        f = forward(arch, p, x)
+    f = f.requires_grad_(True)
+    per = member_losses(f, y.unsqueeze(0).expand(f.shape[0], -1), loss)
+    (delta,) = torch.autograd.grad(per.sum(), f)
+    return (-(delta * f).sum((1, 2)) / x.shape[0]).detach().cpu().numpy()
+
+
+def loss_trajectory(arch: Architecture, data: Dataset, members: list[dict], config: TrainConfig, method: str,
+                    device=None) -> list[dict]:
+    """Train ``members`` with ``config`` and record, at the start and after every epoch, each member's
+    regularised loss ``L_lambda`` and sum of squared weight norms (float64), as rows tagged ``method``."""
+    import torch
+
+    from nrc.models import init_params
+    from nrc.train import regularized_loss, train
+
+    recs = []
+    x64, y = data.x_train.to(torch.float64), data.y_train
+    wd64 = torch.tensor([m["weight_decay"] for m in members], dtype=torch.float64)
+
+    def measure(epoch, params):
+        with torch.no_grad():
+            p = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
+            llam = regularized_loss(arch, p, x64, y, wd64, config.loss).numpy()
+            sq = sum(v.flatten(1).pow(2).sum(1) for k, v in p.items() if k.startswith("W")).numpy()
+        for i, m in enumerate(members):
+            recs.append({"method": method, "member": i, "weight_decay": m["weight_decay"], "seed": m["seed"],
+                         "step": epoch + 1, "L_lam": float(llam[i]), "sum_sq": float(sq[i])})
+
+    measure(-1, init_params(arch, [m["seed"] for m in members], init_scale=config.init_scale))
+    train(arch, data, members, config, device=device, progress=False,
+          callback=lambda epoch, params, diverged: measure(epoch, params))
+    return recs
+
+
 def scale_text(data: Dataset, widths: Sequence[int], *, members: int, epochs: int, seeds: Iterable,
                device, seconds: float | None = None, extra: str = "") -> str:
     """One sentence stating the scale of a run (for ``nrc_companion.record`` / glue).
