@@ -14,10 +14,16 @@ script reports the time ratio and the largest relative change of every output co
 k-means: whether the partitions are identical). ``--profile`` prints a cProfile of the current
 ``site_quantities``.
 
+``notebook NAME`` instead runs one notebook's code cells with a profile's parameters under
+cProfile, per cell and per ``nrc.timing`` phase (:func:`notebook_profile`); ``notebook
+--initial-nc1`` times E1's NC1 at initialisation, one forward pass per member against one per seed.
+
 Usage::
 
     NRC_DATA=/path/to/data python benchmarks/profile_analysis.py --baseline HEAD --out runs/bench/analysis.json
     python benchmarks/profile_analysis.py --members 21 --n 10000 --kmeans --profile
+    NRC_CACHE_DIR=/path/to/full-run-cache python benchmarks/profile_analysis.py notebook e1_rank_vs_weight_decay
+    python benchmarks/profile_analysis.py notebook --initial-nc1
 """
 from __future__ import annotations
 
@@ -139,5 +145,124 @@ def main(argv=None):
     print("wrote", out)
 
 
+# ---------------------------------------------------------------------------------------------
+# A whole notebook's time outside training: per cell, per nrc.timing phase, and its cProfile
+# ---------------------------------------------------------------------------------------------
+
+def notebook_profile(name: str, profile: str = "full", top: int = 30, repo: Path = REPO) -> dict:
+    """Run the code cells of ``notebooks/<name>.ipynb`` with ``profile``'s parameters in an in-process
+    IPython shell (inline SVG figures, as in a kernel), under cProfile.
+
+    Returns ``{"cells": [{"cell", "wall_s", "cpu_s", "phases"}], "phases": {...}, "wall_s", "cpu_s"}``
+    and prints the cProfile top ``top`` by cumulative and by own time. Trained members come from
+    ``$NRC_CACHE_DIR`` (point it at a full run's cache to profile the analysis alone); tables go to
+    ``$NRC_RESULTS_DIR`` (default: a temporary folder).
+    """
+    import io
+    import tempfile
+
+    import yaml
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import nrc.timing as timing
+
+    os.environ.setdefault("NRC_RESULTS_DIR", tempfile.mkdtemp(prefix="nrc-profile-"))
+    params = yaml.safe_load((repo / "profiles" / f"{profile}.yaml").read_text())["notebooks"][name]
+    nb = json.loads((repo / "notebooks" / f"{name}.ipynb").read_text())
+
+    class Shell(InteractiveShell):
+        def enable_gui(self, gui=None):  # the inline backend needs no event loop
+            pass
+
+    shell = Shell.instance()
+    shell.run_line_magic("matplotlib", "inline")
+    prof, cells = cProfile.Profile(), []
+    here = os.getcwd()
+    os.chdir(repo / "notebooks")
+    try:
+        for i, cell in enumerate(nb["cells"]):
+            tags = cell.get("metadata", {}).get("tags", [])
+            if cell["cell_type"] != "code" or "nrc-colab-setup" in tags:
+                continue
+            src = "".join(cell["source"])
+            if "parameters" in tags:
+                src += "\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+            before, t0, c0 = timing.totals(), time.perf_counter(), time.process_time()
+            prof.enable()
+            result = shell.run_cell(src, store_history=False)
+            prof.disable()
+            after = timing.totals()
+            cells.append({"cell": i, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                          "phases": {k: v - before.get(k, 0.0) for k, v in after.items() if v > before.get(k, 0.0)}})
+            if not result.success:
+                raise RuntimeError(f"{name}: cell {i} failed")
+    finally:
+        os.chdir(here)
+    for order in ("cumulative", "tottime"):
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats(order).print_stats(top)
+        print(out.getvalue())
+    for c in cells:
+        print(f"cell {c['cell']:3d}: {c['wall_s']:7.2f} s wall {c['cpu_s']:7.2f} s CPU  "
+              + ", ".join(f"{k} {v:.2f}" for k, v in c["phases"].items()))
+    return {"notebook": name, "profile": profile, "cells": cells, "phases": timing.totals(),
+            "wall_s": sum(c["wall_s"] for c in cells), "cpu_s": sum(c["cpu_s"] for c in cells),
+            "load": os.getloadavg()}
+
+
+def initial_nc1_per_member(arch, data, members, config):
+    """``setups.initial_nc1`` as it was before it made one forward pass per distinct seed (reference)."""
+    from nrc.collapse import nc1
+
+    params = nrc.init_params(arch, [int(m["seed"]) for m in members], init_scale=config.init_scale)
+    params = {k: v.to(torch.float64) for k, v in params.items()}
+    with torch.no_grad():
+        _, sites = nrc.forward(arch, params, data.x_train.to(torch.float64), record=True)
+    return nc1(sites[-1].input, data.y_train, data.num_classes).cpu().numpy()
+
+
+def initial_nc1_speed(threads: int = 1) -> dict:
+    """E1's NC1 at initialisation (MNIST, 784-256-256-256-10, 7 lambdas x 3 seeds): one float64
+    forward per member against one per seed; CPU seconds and whether the values are bitwise equal."""
+    from nrc_companion import setups
+
+    torch.set_num_threads(threads)
+    data = setups.load_data("mnist", per_class=1000, test_per_class=None)
+    arch = nrc.Architecture((784, 256, 256, 256, 10), activation="relu", bias=False)
+    members = setups.members([0.0, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], [0, 1, 2])
+    config = setups.train_config("ce", epochs=50, batch_size=128, lr=0.05)
+    old, t_old = cpu(lambda: initial_nc1_per_member(arch, data, members, config))
+    new, t_new = cpu(lambda: setups.initial_nc1(arch, data, members, config))
+    return {"per_member_cpu_s": t_old, "per_seed_cpu_s": t_new, "bitwise_equal": bool(np.array_equal(old, new)),
+            "threads": threads, "load": os.getloadavg()}
+
+
+def notebook_main(argv) -> int:
+    """``profile_analysis.py notebook NAME [--profile full] [--top 30] [--out FILE]`` or
+    ``profile_analysis.py notebook --initial-nc1``."""
+    ap = argparse.ArgumentParser(prog="profile_analysis.py notebook", description=notebook_profile.__doc__.split("\n")[0])
+    ap.add_argument("name", nargs="?", help="notebook name, e.g. e1_rank_vs_weight_decay")
+    ap.add_argument("--profile", default="full")
+    ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--initial-nc1", action="store_true", help="time setups.initial_nc1 against one pass per member")
+    ap.add_argument("--out", default=None, help="write the result as JSON here")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.initial_nc1:
+        result = initial_nc1_speed(a.threads)
+    elif a.name:
+        result = notebook_profile(a.name, a.profile, a.top)
+    else:
+        ap.error("name a notebook or pass --initial-nc1")
+    print(json.dumps({k: v for k, v in result.items() if k != "cells"}, indent=1, default=str))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "notebook":
+        sys.exit(notebook_main(sys.argv[2:]))
     sys.exit(main())

@@ -27,7 +27,8 @@ from nrc.train import TrainConfig, grid
 __all__ = ["load_data", "architecture", "members", "train_config", "train_and_analyze", "scale_text",
            "theorem_sweep", "TheoremSweep", "check_image_sweep", "rank_trend_inputs", "bound_terms",
            "bound_inputs", "bound_summary", "vacuous_terms", "initial_nc1", "collapse_inputs",
-           "scale_free_inputs"]
+           "scale_free_inputs", "ImageSweep", "image_sweep", "sweep_values", "relative_difference",
+           "budgets_config"]
 
 
 def load_data(dataset: str = "synthetic", *, num_classes: int = 4, dim: int = 10, per_class: int = 30,
@@ -88,20 +89,26 @@ def train_config(loss: str, *, epochs: int, batch_size: int, lr: float, refine_s
                        refine_steps=steps, refine_dtype="float64", regularize_bias=bool(regularize_bias))
 
 
+def budgets_config(loss: str, budgets: Iterable[int], *, epochs: int, batch_size: int, lr: float,
+                   momentum: float = 0.9) -> TrainConfig:
+    """The one training of :func:`train_budgets`: SGD, then L-BFGS to the largest budget, kept at the others."""
+    budgets = sorted({int(b) for b in budgets})
+    config = train_config(loss, epochs=epochs, batch_size=batch_size, lr=lr, refine_steps=budgets[-1],
+                          momentum=momentum)
+    return replace(config, refine_snapshots=tuple(budgets[:-1])) if len(budgets) > 1 else config
+
+
 def train_budgets(store, arch: Architecture, data: Dataset, members: list[dict], loss: str, budgets: Iterable[int], *,
-                  epochs: int, batch_size: int, lr: float, device=None) -> dict:
-    """SGD, then one L-BFGS refinement to the largest of ``budgets``, kept at every budget (T1).
+                  epochs: int, batch_size: int, lr: float, momentum: float = 0.9, device=None) -> dict:
+    """SGD, then one L-BFGS refinement to the largest of ``budgets``, kept at every budget (T1, E8).
 
     Returns ``{budget: Sweep}``, each equal to ``store.train`` with
     ``train_config(loss, ..., refine_steps=budget)`` (budget 0: SGD alone), from one cached
     training instead of one per budget (``TrainConfig.refine_snapshots``, ``Sweep.refined_at``).
     """
-    budgets = sorted({int(b) for b in budgets})
-    config = train_config(loss, epochs=epochs, batch_size=batch_size, lr=lr, refine_steps=budgets[-1])
-    if len(budgets) > 1:
-        config = replace(config, refine_snapshots=tuple(budgets[:-1]))
+    config = budgets_config(loss, budgets, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum)
     sweep = store.train(arch, data, members, config, device=device)
-    return {b: sweep.refined_at(b) for b in budgets}
+    return {b: sweep.refined_at(b) for b in sorted({int(b) for b in budgets})}
 
 
 def kink_fraction(sweep, x, tol: float) -> dict:
@@ -198,6 +205,18 @@ def loss_trajectory(arch: Architecture, data: Dataset, members: list[dict], conf
     train(arch, data, members, config, device=device, progress=False,
           callback=lambda epoch, params, diverged: measure(epoch, params))
     return recs
+
+
+def relative_difference(a, b) -> float:
+    """``||a - b|| / max(||a||, ||b||)`` of two numbers or tensors, in float64 (0 when both are 0).
+
+    The derivation notebook compares each identity of Theorem A's proof with it.
+    """
+    import torch
+
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    scale = max(float(a.norm()), float(b.norm()), 1e-300)
+    return float((a - b).norm()) / scale
 
 
 def scale_text(data: Dataset, widths: Sequence[int], *, members: int, epochs: int, seeds: Iterable,
@@ -527,6 +546,10 @@ def initial_nc1(arch: Architecture, data: Dataset, members: list[dict], config: 
     numbers are those of the network training started from (tests/test_nb_experiments.py compares
     them with a zero-epoch run).
 
+    The initialisation depends on the seed alone, so the float64 forward pass is made once per
+    distinct seed (a ``weight_decay x seed`` grid of E1 has 7 members per seed) and each member
+    reads its seed's value.
+
     Returns
     -------
     numpy.ndarray, shape (len(members),)
@@ -536,12 +559,15 @@ def initial_nc1(arch: Architecture, data: Dataset, members: list[dict], config: 
     from nrc.collapse import nc1
     from nrc.models import forward, init_params
 
-    params = init_params(arch, [int(m["seed"]) for m in members], init_scale=config.init_scale)
+    member_seeds = [int(m["seed"]) for m in members]
+    seeds = list(dict.fromkeys(member_seeds))
+    params = init_params(arch, seeds, init_scale=config.init_scale)
     params = {k: v.to(torch.float64) for k, v in params.items()}
     with torch.no_grad():
         _, sites = forward(arch, params, data.x_train.to(torch.float64), record=True)
-    z = sites[-1].input  # (M, N, d_{L-1}): the features entering the output layer
-    return nc1(z, data.y_train, data.num_classes).cpu().numpy()
+    z = sites[-1].input  # (seeds, N, d_{L-1}): the features entering the output layer
+    per_seed = nc1(z, data.y_train, data.num_classes).cpu().numpy()
+    return per_seed[[seeds.index(s) for s in member_seeds]]
 
 
 def collapse_inputs(sites, members_table, start_nc1, output_site: str) -> tuple[dict, dict]:
@@ -587,3 +613,117 @@ def scale_free_inputs(terms, roles: dict) -> dict:
     rows = [{"site": str(r.site), "seed": int(r.seed), "x": float(r.bound_rel), "y": float(r.dK_rel)}
             for r in keep.itertuples()]
     return {"rows": rows, "scored": [s for s in dict.fromkeys(keep["site"]) if roles[s] == "hidden"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# the rank-against-lambda sweeps on image data (E1 per data set, E3): trained, measured, summarised
+# ---------------------------------------------------------------------------------------------
+
+#: Columns of ``Analysis.sites`` that every trained (non-diverged) member must have finite.
+_CORE_COLUMNS = ["dK", "dK_rel", "rank_1e-2", "rank_1e-3", "nc1", "tcv1", "tcv2", "tcv_ratio", "frob"]
+
+
+@dataclass
+class ImageSweep:
+    """One trained and measured ``weight_decay x seed`` sweep on image data (E1 per data set, E3).
+
+    Attributes
+    ----------
+    data, sweep, an : Dataset, nrc.Sweep, nrc.Analysis
+    n_cached : int
+        Members loaded from the cache instead of trained.
+    n_diverged : int
+    terms : DataFrame
+        :func:`bound_terms` of ``an.sites`` (the rows with lambda > 0).
+    nc1_start : numpy.ndarray
+        :func:`initial_nc1` of every member.
+    """
+
+    data: Dataset
+    sweep: object
+    an: object
+    n_cached: int
+    n_diverged: int
+    terms: object
+    nc1_start: object
+
+
+def image_sweep(store, arch: Architecture, data: Dataset, members: list[dict], config: TrainConfig, *,
+                device=None) -> ImageSweep:
+    """Train (or load from ``store``) and measure a rank sweep; stop on what would make its checks meaningless.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the data set: every member diverged; a non-finite spectrum or collapse metric
+        (:data:`_CORE_COLUMNS`) of a trained member; a non-finite Theorem A bound at lambda > 0.
+    """
+    import numpy as np
+
+    from nrc.analysis import analyze
+
+    n_cached = sum(store.cached(arch, config, data, members))
+    sweep = store.train(arch, data, members, config, device=device, progress=False)
+    an = analyze(sweep, data, device=device)
+    if an.sites.empty:
+        raise RuntimeError(f"{data.name}: every member diverged; lower the learning rate")
+    if not np.isfinite(an.sites[_CORE_COLUMNS].to_numpy(dtype=float)).all():
+        raise RuntimeError(f"{data.name}: non-finite spectra or collapse metrics for a trained member")
+    pos = an.sites["weight_decay"] > 0
+    if not np.isfinite(an.sites.loc[pos, ["bound", "bound_cs", "stationarity"]].to_numpy()).all():
+        raise RuntimeError(f"{data.name}: non-finite Theorem A bound at lambda > 0")
+    return ImageSweep(data, sweep, an, n_cached, int(an.members["diverged"].sum()), bound_terms(an.sites),
+                      initial_nc1(arch, data, members, config))
+
+
+def sweep_values(run: ImageSweep, claim10: dict, nc1_lambda: dict, input_site: str) -> dict:
+    """The recorded numbers E1 and E3 share: grid, bound, collapse and accuracy summaries of one sweep.
+
+    Parameters
+    ----------
+    run : ImageSweep
+    claim10, nc1_lambda : dict
+        From :func:`collapse_inputs` of the same sweep.
+    input_site : str
+        The weight matrix fed by the pixels (``W1``): its ``nc1`` is NC1 of the inputs.
+
+    Returns
+    -------
+    dict
+        ``n_members``, ``n_diverged``, ``n_lambdas``, ``n_seeds``, ``lambda_max``; the bound's
+        ``n_bound_cases``, ``max_bound_ratio``, ``median_bound_ratio``, ``median_bound_rel``,
+        ``n_informative``, ``n_vacuous`` and which term makes it so (:func:`vacuous_terms`:
+        ``n_vacuous_grad``, ``n_vacuous_tcv``, ``n_vacuous_sum``, ``median_grad_rel``,
+        ``median_tcv_rel``); NC1 of the inputs, of the last hidden features at initialisation
+        (``nc1_start_min/max``) and after training at lambda > 0 (``min/max_nc1_last_pos``), how
+        many fell and how many reached ``verdicts.COLLAPSE_NC1``, ``nc1_lambda_rho``; the mean
+        test accuracy at the smallest and the largest lambda.
+    """
+    import numpy as np
+
+    from .verdicts import COLLAPSE_NC1
+
+    sites, members_table, terms = run.an.sites, run.an.members, run.terms
+    lam = sites["weight_decay"]
+    lam_min, lam_max = float(lam.min()), float(lam.max())
+    acc = members_table[~members_table["diverged"]].groupby("weight_decay")["test_acc"].mean()
+    vac = vacuous_terms(terms)
+    ends = np.array([r["end"] for r in claim10["rows"]])
+    starts = np.array([r["start"] for r in claim10["rows"]])
+    return {
+        "n_members": int(len(members_table)), "n_diverged": run.n_diverged, "n_lambdas": int(lam.nunique()),
+        "n_seeds": int(members_table["seed"].nunique()), "lambda_max": lam_max,
+        "n_bound_cases": int(len(terms)), "max_bound_ratio": float(terms["ratio"].max()),
+        "median_bound_ratio": float(terms["ratio"].median()), "median_bound_rel": float(terms["bound_rel"].median()),
+        "n_informative": int((~terms["vacuous"]).sum()), "n_vacuous": vac["n_vacuous"],
+        "n_vacuous_grad": vac["n_grad_alone"], "n_vacuous_tcv": vac["n_tcv_alone"],
+        "n_vacuous_sum": vac["n_neither_alone"], "median_grad_rel": vac["median_grad_rel"],
+        "median_tcv_rel": vac["median_tcv_rel"],
+        "nc1_input": float(sites.loc[sites["site"] == input_site, "nc1"].iloc[0]),
+        "n_collapse_members": int(len(ends)), "nc1_start_min": float(starts.min()),
+        "nc1_start_max": float(starts.max()), "min_nc1_last_pos": float(ends.min()),
+        "max_nc1_last_pos": float(ends.max()), "n_nc1_fell": int((ends < starts).sum()),
+        "n_nc1_collapsed": int((ends <= COLLAPSE_NC1).sum()),
+        "nc1_lambda_rho": nc1_lambda["value"] if nc1_lambda["value"] is not None else float("nan"),
+        "test_acc_smallest_lambda": float(acc.loc[lam_min]), "test_acc_largest_lambda": float(acc.loc[lam_max]),
+    }
