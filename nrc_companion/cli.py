@@ -261,7 +261,7 @@ def run_book_checked(args) -> int:
         print(f"nrc book: error: {root.absolute()} is not the nrc repository root (no {' or '.join(missing)}); "
               f"run it from the folder holding _config.yml, or pass --root PATH", file=sys.stderr)
         return 2
-    from .book import run_book
+    from .book.build import run_book
 
     return run_book(args)
 
@@ -374,7 +374,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
                           epilog=_EXAMPLES["book"], formatter_class=raw)
     book.set_defaults(func=run_book_checked)
     if not light:
-        from .book import add_book_arguments
+        from .book.build import add_book_arguments
         from .runner import add_reproduce_arguments
 
         add_reproduce_arguments(rep)

@@ -1,4 +1,4 @@
-"""Helpers shared by the notebooks: tables, verdicts, rank correlations, glue and page style.
+"""Helpers shared by the notebooks: tables, verdicts, glue and page style.
 
 Every notebook page shows results, not plumbing; what more than one page needs lives here
 (no helper is defined in two notebooks). Functions return values or display HTML; none of
@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["page_setup", "show_table", "table_html", "column_format", "fold_html", "verdict_table",
-           "verdict_markdown", "verdict_html", "normalise_check", "verdict_badge", "spearman",
-           "fmt_by_site", "negative", "positive", "glue", "fmt_list", "verdict_text"]
+           "verdict_markdown", "verdict_html", "normalise_check", "verdict_badge", "glue", "fmt_list"]
 
 #: Font size (points) of every figure; with figures 7.5 in wide at 100 dpi shown at the book's
 #: content width (about 750 px) text renders at 13-14 px.
@@ -324,43 +323,6 @@ def verdict_table(checks: list[Mapping]):
             raw=True)
 
 
-def spearman(x, y) -> float:
-    """Spearman rank correlation of ``x`` and ``y``.
-
-    NaN when either side is constant or holds a non-finite value (no correlation to report).
-    """
-    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if xa.shape != ya.shape:
-        raise ValueError(f"x and y must have the same length, got {xa.shape} and {ya.shape}")
-    if xa.size < 2 or not (np.isfinite(xa).all() and np.isfinite(ya).all()):
-        return float("nan")
-    rx, ry = pd.Series(xa).rank().to_numpy(), pd.Series(ya).rank().to_numpy()
-    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def fmt_by_site(d: Mapping[str, float], spec: str = ".2f") -> str:
-    """``{'W1': -0.9, ...}`` -> ``'W1: -0.90, ...'`` (NaN shown as ``'nan (constant)'``)."""
-    return ", ".join(f"{k}: {v:{spec}}" if np.isfinite(v) else f"{k}: nan (constant)" for k, v in d.items())
-
-
-def _values(d):
-    return list(d.values()) if isinstance(d, Mapping) else list(np.asarray(d, dtype=float))
-
-
-def negative(d) -> bool:
-    """Every value (of a mapping, or of a sequence / Series) finite and below 0; False when empty."""
-    vals = _values(d)
-    return bool(vals) and all(np.isfinite(v) and v < 0 for v in vals)
-
-
-def positive(d) -> bool:
-    """Every value (of a mapping, or of a sequence / Series) finite and above 0; False when empty."""
-    vals = _values(d)
-    return bool(vals) and all(np.isfinite(v) and v > 0 for v in vals)
-
-
 def glue(name: str, value, display: bool = False):
     """``myst_nb.glue`` when myst-nb is installed (a no-op otherwise); returns ``value``."""
     try:
@@ -374,8 +336,3 @@ def glue(name: str, value, display: bool = False):
 def fmt_list(values, spec: str = "g") -> str:
     """``[0.0, 0.001, 0.01]`` -> ``'0, 0.001, 0.01'``."""
     return ", ".join(format(v, spec) if isinstance(v, (int, float, np.number)) else str(v) for v in values)
-
-
-def verdict_text(passed: bool, holds: str, differs: str) -> str:
-    """``'holds: ...'`` or ``'differs: ...'`` for glued verdict sentences."""
-    return f"holds: {holds}" if passed else f"differs: {differs}"

@@ -52,7 +52,7 @@ from typing import Callable
 from .profiles import Profile, ProfileError, load_profile, notebook_parameters, validate_profile
 from nrc.provenance import git_state
 
-__all__ = ["reproduce", "RunReport", "NotebookRun", "main_reproduce", "add_reproduce_arguments",
+__all__ = ["reproduce", "RunReport", "NotebookRun", "add_reproduce_arguments",
            "run_reproduce", "choose_threads", "STATUS_FILE", "TRAIN_LOG_ENV", "VERSION_PACKAGES"]
 
 STATUS_FILE = "status.json"
@@ -744,15 +744,3 @@ def run_reproduce(args: argparse.Namespace) -> int:
         print(f"nrc reproduce: {e}", file=sys.stderr)
         return 2
     return 0 if report.ok else 1
-
-
-def main_reproduce(argv=None) -> int:
-    """Entry point of ``nrc reproduce`` (``python -m nrc_companion.runner``)."""
-    parser = argparse.ArgumentParser(prog="nrc reproduce",
-                                     description="Execute the notebooks of a profile with papermill.")
-    add_reproduce_arguments(parser)
-    return run_reproduce(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main_reproduce())

@@ -1,6 +1,6 @@
 """The built book: clean build, links, figures, math and provenance, checked in headless Chromium.
 
-Builds the book once from the committed run in ``book/published`` (``nrc_companion.book.build_book``:
+Builds the book once from the committed run in ``book/published`` (``nrc_companion.book.build.build_book``:
 ``jupyter-book build . -n -W --keep-going``) into a temporary folder, serves the HTML on
 127.0.0.1 and looks at it with ``/usr/bin/chromium --headless``. Set ``NRC_BOOK_EXECUTED=DIR`` to
 build from another run folder instead (for example ``nrc reproduce --profile smoke --out
@@ -62,7 +62,7 @@ def site(tmp_path_factory) -> Path:
     if not (executed / "status.json").exists():
         pytest.fail(f"no executed notebooks in {executed}: run `nrc reproduce --profile full --out "
                     "book/published` (or set NRC_BOOK_EXECUTED to another run folder)")
-    from nrc_companion.book import build_book
+    from nrc_companion.book.build import build_book
 
     out = tmp_path_factory.mktemp("book-build")
     rc = build_book(ROOT, executed, strict=True, quiet=True, output_dir=out)
@@ -566,16 +566,16 @@ def test_status_and_performance_pages(site):
     perf = (site / "book" / "performance.html").read_text(encoding="utf8")
     assert perf.count('.svg"') >= 2, "the performance page lost its figures"
     total = sum(float(r.get("seconds") or 0) for r in status["notebooks"])
-    from nrc_companion.book import _fmt_seconds
+    from nrc_companion.book.markup import fmt_seconds
 
-    assert _fmt_seconds(total) in perf
+    assert fmt_seconds(total) in perf
     assert "issue" not in re.sub(r"<[^>]+>", " ", perf).lower(), "the performance page reads like a changelog"
 
 
 def test_performance_page_from_phases(tmp_path):
     """With per-notebook phases in status.json the page splits each notebook's time by phase; a
     benchmark from another commit than the run is flagged, never passed off as the run's."""
-    from nrc_companion.book import _performance_page
+    from nrc_companion.book.performance import performance_page
 
     status = {"profile": "full", "commit": "a" * 40, "device": "cpu", "threads": 2, "notebooks": [
         {"name": "t1_x", "seconds": 10.0, "train_seconds": 6.0,
@@ -591,7 +591,7 @@ def test_performance_page_from_phases(tmp_path):
                          "2": {"median_ratio": 0.5, "min_ratio": 0.5, "max_ratio": 0.5}}}
     (root / "benchmarks" / "matmul_ceiling.json").write_text(json.dumps(bench))
     gen = tmp_path / "gen"
-    text = _performance_page(status, ["t1_x", "e1_y"], tmp_path, root, gen)
+    text = performance_page(status, ["t1_x", "e1_y"], tmp_path, root, gen)
     assert "40.0 s" in text and "training 65 %" in text and "kernel start-up 8 %" in text and "figures 10 %" in text
     assert "other" not in text.split("Wall time of each")[0].split(":")[-1]  # empty phases are not listed
     svg = (gen / "performance_time.svg").read_text()
@@ -601,13 +601,14 @@ def test_performance_page_from_phases(tmp_path):
     assert "1 thread: 0.60" in text and "2 threads: 0.50" in text
     bench["environment"]["commit"] = "a" * 40
     (root / "benchmarks" / "matmul_ceiling.json").write_text(json.dumps(bench))
-    assert "another commit" not in _performance_page(status, ["t1_x", "e1_y"], tmp_path, root, gen)
+    assert "another commit" not in performance_page(status, ["t1_x", "e1_y"], tmp_path, root, gen)
 
 
-def test_prepare_notebook_shows_what_ran():
+def test_prepare_notebook_shows_what_ran(tmp_path):
     """The staged notebook: run values listed, both parameter cells under one toggle, the scale as
     a list, the old verdict table redrawn from the record, long tables folded, alt text set."""
-    from nrc_companion.book import prepare_notebook
+    from nrc_companion.book.stage import prepare_notebook
+    from nrc_companion.profiles import notebook_parameters
 
     def cell(kind, src, tags=(), **kw):
         c = {"cell_type": kind, "metadata": {"tags": list(tags)}, "source": src}
@@ -636,7 +637,8 @@ def test_prepare_notebook_shows_what_ran():
              outputs=[{"output_type": "display_data", "metadata": {}, "data": {"image/png": "AA=="}}]),
     ]}
     record = {"checks": [{"claim": 2, "what": "w", "measured": "m", "passed": False}]}
-    out = prepare_notebook(nb, record, "full")
+    (tmp_path / "t.ipynb").write_text(json.dumps(nb))
+    out = prepare_notebook(nb, record, "full", defaults=notebook_parameters(tmp_path / "t.ipynb"))
     cells = out["cells"]
     assert nb["cells"][1]["source"].startswith("epochs: int = 5")  # the input is not modified
     assert '<dl class="nrc-scale"><dt>Scale of this run</dt><dd><strong>mnist</strong>' in cells[0]["source"]
@@ -656,7 +658,8 @@ def test_prepare_notebook_shows_what_ran():
 
 def test_book_refuses_failed_or_missing_notebooks(tmp_path):
     """`nrc book` stops before jupyter-book when a notebook failed, is missing, or shows an error."""
-    from nrc_companion.book import build_book, check_executed
+    from nrc_companion.book.build import build_book
+    from nrc_companion.book.run import check_executed
 
     ex = tmp_path / "book" / "published"
     ex.mkdir(parents=True)
@@ -833,7 +836,7 @@ def test_every_page_reads_well(site, server, tmp_path, width):
 def test_score_claims_verdicts_and_counts():
     """Verdicts from recorded checks: any failed check makes a claim differ and decides it; kinds
     are counted apart; claims without checks are 'not checked'; context claims are never scored."""
-    from nrc_companion.book import score_claims, verdict_counts
+    from nrc_companion.book.pages import score_claims, verdict_counts
 
     claims = [{"claim": 1, "statement": "a", "grade": "G", "kind": "empirical"},
               {"claim": 2, "statement": "b", "grade": "G", "kind": "construction"},

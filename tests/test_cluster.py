@@ -315,7 +315,8 @@ def test_paper_profile_validates_and_has_a_cluster_section():
 
 def test_set_overrides_every_notebook_that_declares_the_parameter(tmp_path, capsys):
     from nrc_companion.profiles import load_profile, validate_profile
-    from nrc_companion.runner import _apply_overrides, main_reproduce
+    from nrc_companion.cli import main
+    from nrc_companion.runner import _apply_overrides
 
     profile = load_profile(REPO / "profiles" / "paper.yaml", REPO / "notebooks")
     notes = _apply_overrides(profile, {"epochs": 1, "refine_steps": 0, "t1_stationarity.refine_steps": [0]},
@@ -327,8 +328,8 @@ def test_set_overrides_every_notebook_that_declares_the_parameter(tmp_path, caps
     assert notes == ["--set refine_steps: t1_stationarity declares refine_steps: list; left as is "
                      "(use --set t1_stationarity.refine_steps=VALUE)"]
     validate_profile(profile, REPO / "notebooks")
-    code = main_reproduce(["--profile", str(REPO / "profiles" / "paper.yaml"), "--notebooks", str(REPO / "notebooks"),
-                           "--out", str(tmp_path), "--set", "epoch=1"])
+    code = main(["reproduce", "--profile", str(REPO / "profiles" / "paper.yaml"), "--notebooks", str(REPO / "notebooks"),
+                 "--out", str(tmp_path), "--set", "epoch=1"])
     assert code == 2
     assert "no notebook of profile 'paper' declares a parameter 'epoch'" in capsys.readouterr().err
 

@@ -14,7 +14,8 @@ import nbformat
 import pytest
 
 from nrc_companion.profiles import ProfileError
-from nrc_companion.runner import RunReport, add_reproduce_arguments, main_reproduce, reproduce
+from nrc_companion.cli import main
+from nrc_companion.runner import RunReport, add_reproduce_arguments, reproduce
 
 pytest.importorskip("papermill")
 
@@ -59,13 +60,14 @@ def repo(tmp_path, monkeypatch):
 
 
 def args(repo, *extra):
-    return ["--profile", "tiny", "--notebooks", str(repo / "notebooks"), "--out", str(repo / "out"), *extra]
+    """``nrc reproduce`` of the tiny profile: its command line."""
+    return ["reproduce", "--profile", "tiny", "--notebooks", str(repo / "notebooks"), "--out", str(repo / "out"), *extra]
 
 
 def test_invalid_profile_runs_nothing(repo, capsys):
     (repo / "profiles" / "tiny.yaml").write_text(
         "profile: tiny\nextra: 1\nnotebooks:\n  good:\n    epochs: many\n    epoch: 2\n  ghost: {}\n")
-    assert main_reproduce(args(repo)) == 2
+    assert main(args(repo)) == 2
     err = capsys.readouterr().err
     for fragment in ("unknown top-level key 'extra'", "good: parameter 'epochs' expects int, got str ('many')",
                      "good: unknown parameter 'epoch'", "unknown notebook 'ghost'",
@@ -79,13 +81,13 @@ def test_invalid_profile_runs_nothing(repo, capsys):
 def test_only_unknown_name_lists_valid_names(repo, capsys):
     with pytest.raises(ValueError, match="valid names: bad, good"):
         reproduce("tiny", only=["nope"], notebooks_dir=repo / "notebooks", out_dir=repo / "out")
-    assert main_reproduce(args(repo, "--only", "nope")) == 2
+    assert main(args(repo, "--only", "nope")) == 2
     assert "nope" in capsys.readouterr().err
     assert not (repo / "out").exists()
 
 
 def test_list_prints_parameters(repo, capsys):
-    assert main_reproduce(args(repo, "--list")) == 0
+    assert main(args(repo, "--list")) == 0
     out = capsys.readouterr().out
     squeezed = [" ".join(line.split()) for line in out.splitlines()]
     assert "good" in squeezed and "bad" in squeezed
@@ -97,7 +99,7 @@ def test_list_prints_parameters(repo, capsys):
 
 def test_full_run_collects_failure_and_writes_status(repo, capsys):
     before = dict(os.environ)
-    assert main_reproduce(args(repo)) == 1
+    assert main(args(repo)) == 1
     assert dict(os.environ) == before                               # environment restored
     printed = capsys.readouterr().out
     assert "bad" in printed and "FAILED" in printed and "RuntimeError: boom 7" in printed
@@ -238,6 +240,6 @@ def test_choose_threads(monkeypatch):
 
 
 def test_bad_threads_argument_exits_2(repo, capsys):
-    assert main_reproduce(args(repo, "--threads", "zero")) == 2
+    assert main(args(repo, "--threads", "zero")) == 2
     assert "--threads must be 'auto' or an integer >= 1" in capsys.readouterr().err
     assert not (repo / "out").exists()
