@@ -16,10 +16,10 @@ from nrc import __version__
 
 _EXPORTS = {
     "records": ("record", "results_dir", "save_table"),
-    "config": ("typed_parameters",),
+    "params": ("validate_parameters",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-_SUBMODULES = ("book", "cli", "config", "launch", "plots", "profiles", "records", "report", "runner",
+_SUBMODULES = ("book", "cli", "config", "launch", "params", "plots", "profiles", "records", "report", "runner",
                "setups", "verdicts")
 
 __all__ = sorted({*_WHERE, *_SUBMODULES, "__version__"})

@@ -7,7 +7,8 @@ well under two minutes, and prints per-layer numerical ranks that fall as weight
 It ends with three lines: what training cost in this run (members trained, or loaded from the
 cache), where the tables went, and the next command worth running.
 
-Every input is validated by :mod:`nrc_companion.config` before anything is trained or written (output
+Every input is validated by :mod:`nrc_companion.config` (``nrc sweep``'s options are the fields of
+its :class:`~nrc_companion.config.SweepOptions`) before anything is trained or written (output
 folders are probed first); a bad value prints one line naming the option, the value and what is
 allowed, and exits with code 2. Ctrl-C prints where the run stopped and exits with 130; no
 traceback reaches the user unless ``--debug`` is given.
@@ -22,19 +23,8 @@ from pathlib import Path
 # Only the standard library is imported up front: ``nrc --help`` and ``nrc --version`` must not
 # wait for torch, pandas, matplotlib or pydantic (seconds); each command imports what it needs.
 
-#: Canonical names accepted by ``--dataset`` (the same as :data:`nrc.data.DATASETS`, spelled out
-#: here so that building the parser imports no torch; a test keeps the two equal).
-DATASETS = ("synthetic", "mnist", "fashion-mnist", "cifar10")
-
 #: Where the current run is, for the Ctrl-C message.
 _STATE: dict = {}
-
-
-def _defaults() -> dict:
-    """Defaults of ``nrc sweep`` (from :class:`nrc_companion.config.SweepOptions`)."""
-    from .config import SweepOptions
-
-    return SweepOptions().model_dump()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,62 +34,59 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _default_text(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``nrc sweep``, one per field of :class:`nrc_companion.config.SweepOptions`.
+
+    Names, groups, help, allowed values and defaults are read from the model's fields; values are
+    left as typed (``None`` when not given) for :func:`nrc_companion.config.sweep_options` to check.
+    """
+    import dataclasses
+
+    from .config import SWEEP_GROUPS, SweepOptions, describe, field_defaults, field_types
+
     p.add_argument("--config", type=Path, help="YAML or JSON file with any of the options below "
                    "(keys with underscores, e.g. weight_decays: [0.001, 0.01]); flags override it")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, help="synthetic (default: Gaussian mixture, no download), "
-                   "mnist, fashion-mnist or cifar10")
-    g.add_argument("--data-root", help="root of the data files (torchvision layout); default $NRC_DATA")
-    g.add_argument("--download", action="store_true", default=None, help="fetch missing MNIST / Fashion-MNIST / CIFAR-10 "
-                   "files into the data root (md5-checked; $NRC_DATA_MIRROR selects the server)")
-    g.add_argument("--per-class", help="training samples per class (default 50)")
-    g.add_argument("--classes", help="synthetic: number of classes K >= 2 (default 4)")
-    g.add_argument("--dim", help="synthetic: input dimension (default 20)")
-    g.add_argument("--spread", help="synthetic: within-class standard deviation >= 0 (default 1.0)")
-    g = p.add_argument_group("network")
-    g.add_argument("--widths", help="hidden widths, comma-separated (default 64,64,64)")
-    g.add_argument("--activation", help="relu (default), leaky_relu, tanh, gelu, softplus or linear")
-    g.add_argument("--bias", action=argparse.BooleanOptionalAction, help="layers with biases (default: no)")
-    g.add_argument("--residual", action=argparse.BooleanOptionalAction,
-                   help="residual MLP z + V sigma(W z) (default: no)")
-    g = p.add_argument_group("training")
-    g.add_argument("--loss", help="ce or mse (default mse)")
-    g.add_argument("--epochs", help="SGD epochs >= 0 (default 150)")
-    g.add_argument("--batch-size", help="minibatch size per member (default 32)")
-    g.add_argument("--lr", help="learning rate > 0 (default 0.05)")
-    g.add_argument("--momentum", help="SGD momentum in [0, 1) (default 0.9)")
-    g.add_argument("--schedule", help="learning-rate schedule: cosine (default) or constant")
-    g.add_argument("--regularize-bias", action=argparse.BooleanOptionalAction,
-                   help="apply weight decay to biases too (default: yes)")
-    g.add_argument("--refine", help="full-batch float64 refinement toward a stationary point: none "
-                   "(default), gd or lbfgs")
-    g.add_argument("--refine-steps", help="refinement iterations (default 0)")
-    g = p.add_argument_group("sweep")
-    g.add_argument("--weight-decays",
-                   help="weight decays lambda >= 0, comma-separated (default 1e-3,3e-3,1e-2,3e-2,1e-1)")
-    g.add_argument("--seeds", help="seeds >= 0, comma-separated (default 0,1)")
-    g = p.add_argument_group("output")
-    g.add_argument("--device", help="'auto' (CUDA if available), 'cpu' or 'cuda[:N]' (default auto)")
-    g.add_argument("--cache-dir", help="results cache (default $NRC_CACHE_DIR or .nrc-cache)")
-    g.add_argument("--no-cache", action="store_true", default=None, help="train without the cache")
-    g.add_argument("--out", help="write tidy.csv, members.csv, spectra.csv and meta.json here")
-    g.add_argument("--tol", help="relative tolerance tau of the printed rank, in (0, 1) (default 1e-2)")
-    g.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    groups = {name: p.add_argument_group(name) for name in SWEEP_GROUPS}
+    types, defaults = field_types(SweepOptions), field_defaults(SweepOptions)
+    for f in dataclasses.fields(SweepOptions):
+        meta, default = f.metadata, defaults[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        if types[f.name] is bool:
+            default_text = "" if default is False and not meta["negatable"] else f" (default: {_default_text(default)})"
+            action = argparse.BooleanOptionalAction if meta["negatable"] else "store_true"
+            groups[meta["group"]].add_argument(flag, action=action, default=None, help=meta["help"] + default_text)
+            continue
+        library = (f"; nrc.TrainConfig's default: {_default_text(meta['library_default'])}"
+                   if "library_default" in meta else "")
+        shown = "" if default is None else f"; default {_default_text(default)}"
+        groups[meta["group"]].add_argument(flag, metavar=f.name.upper(),
+                                           help=f"{meta['help']} ({describe(types[f.name])}{shown}{library})")
     from nrc.executors import add_executor_arguments
 
     add_executor_arguments(p)  # --executor local|ray|slurm and its options (book/cluster.md)
 
 
 def _flags(args) -> dict:
-    return {k: getattr(args, k, None) for k in _defaults()}
+    import dataclasses
+
+    from .config import SweepOptions
+
+    return {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SweepOptions)}
 
 
-def _prepare(o: SweepOptions):
-    """Check everything that can fail before any data is loaded, trained or written."""
+def _prepare(o):
+    """Check what the options alone cannot tell, before any data is loaded, trained or written."""
     from .config import ConfigError, check_device, check_writable
     from nrc.models import Architecture
-    from nrc.train import TrainConfig, _validate_members, grid
+    from nrc.train import TrainConfig, grid
 
     check_device(o.device)
     if o.out:
@@ -116,12 +103,12 @@ def _prepare(o: SweepOptions):
                          schedule=o.schedule, regularize_bias=o.regularize_bias, refine=o.refine,
                          refine_steps=o.refine_steps)
     members = grid(weight_decay=list(o.weight_decays), seed=list(o.seeds))
-    _validate_members(members, config)
     return arch, config, members
 
 
 def run_sweep(args) -> int:
     """``nrc sweep``: validate, load the data, train (or load from the cache), print, write; exit code."""
+    import dataclasses
     import time
 
     from .config import ConfigError, sweep_options
@@ -208,7 +195,7 @@ def run_sweep(args) -> int:
     print(_training_line(len(members), n_cached, this_run, sweep, store))
     if o.out:
         _STATE["phase"] = "writing"
-        save_run(o.out, sweep, analysis, options=o.model_dump())
+        save_run(o.out, sweep, analysis, options=dataclasses.asdict(o))
         print(f"tables: wrote tidy.csv, members.csv, spectra.csv and meta.json to {Path(o.out).absolute()}")
     else:
         print("tables: printed above only; add --out DIR to write them as CSV (tidy.csv, members.csv, "
@@ -327,7 +314,7 @@ _EXAMPLES = {
 }
 
 
-def build_parser(light: bool = False) -> argparse.ArgumentParser:
+def build_parser(light: bool = False, sweep_options: bool = True) -> argparse.ArgumentParser:
     """The ``nrc`` parser.
 
     Parameters
@@ -335,6 +322,9 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     light : bool
         Leave out the options of ``nrc reproduce`` and ``nrc book`` (their modules import
         papermill-side and torch-side code): enough for ``nrc --help`` and ``nrc --version``.
+    sweep_options : bool
+        Add the options of ``nrc sweep`` (read from its model, :mod:`nrc_companion.config`);
+        ``nrc --help`` and ``nrc --version`` do without.
     """
     from nrc import __version__
 
@@ -358,9 +348,12 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
                            "and print per-layer ranks", description=wrap("Train a weight-decay x seed sweep as one "
                            "stacked model and print per-layer numerical ranks. With no options: the embedded "
                            "synthetic default (no download). Trained members are cached (.nrc-cache), so a "
-                           "rerun loads them; --out writes the tables as CSV."),
+                           "rerun loads them; --out writes the tables as CSV. The defaults are those of this "
+                           "embedded experiment; where the library's nrc.TrainConfig has another, the option says "
+                           "so."),
                            epilog=_EXAMPLES["sweep"], formatter_class=raw)
-    add_sweep_arguments(sweep)
+    if sweep_options:
+        add_sweep_arguments(sweep)
     sweep.set_defaults(func=run_sweep)
     rep = sub.add_parser("reproduce", help="run the notebooks of a profile with papermill",
                          description=wrap("Validate a profile, run its notebooks with papermill into --out "
@@ -415,12 +408,12 @@ def main(argv=None) -> int:
     argv = [a for a in argv if a != "--debug"]
     _STATE.clear()
     if not argv:
-        build_parser(light=True).print_help()
+        build_parser(light=True, sweep_options=False).print_help()
         return 0
     if argv[0] in ("-h", "--help", "--version"):
-        build_parser(light=True).parse_args(argv)  # prints and exits (SystemExit 0)
+        build_parser(light=True, sweep_options=False).parse_args(argv)  # prints and exits (SystemExit 0)
     # Only reproduce and book need their modules' options (and the imports behind them).
-    parser = build_parser(light=argv[0] not in ("reproduce", "book"))
+    parser = build_parser(light=argv[0] not in ("reproduce", "book"), sweep_options=argv[0] not in ("reproduce", "book"))
     first = argv[0]
     commands = {"sweep", "reproduce", "book"}
     if first not in commands and first not in ("-h", "--help", "--version"):

@@ -1,41 +1,118 @@
-"""One validation layer for every configuration ``nrc`` reads.
+"""One way to check what ``nrc`` reads: constrained types, one coercion rule, one error format.
 
-* :class:`SweepOptions` -- the options of ``nrc sweep`` (its flags and its ``--config`` YAML/JSON
-  file): allowed keys, types, ranges, built on pydantic v2. :func:`sweep_options` merges the
-  defaults, the file and the flags and validates once.
-* :func:`coerce_parameter` -- the shared rule that turns a notebook parameter value (from a profile,
-  from ``papermill -p`` or ``-y``) into the type its ``parameters`` cell declares; used by
-  :mod:`nrc_companion.profiles` and by :func:`typed_parameters`.
-* :func:`typed_parameters` -- called by every notebook right after its parameters cell
-  (``nrc_companion.typed_parameters(globals())``): coerces the injected values, rejects unknown names.
-* :func:`check_writable` -- output folders are probed before any work starts.
+* The vocabulary (:data:`Count`, :data:`Positive`, :func:`NonEmpty`, ``Literal[...]``, ...) is plain
+  ``typing.Annotated`` with :mod:`annotated_types` constraints, which pydantic enforces. The same
+  annotation gives :func:`describe`'s "what is allowed" text, so a help line and an error message
+  cannot disagree.
+* :func:`check` coerces values the way people type them (:func:`coerce`: ``"10"`` -> 10,
+  ``"1e-3,1e-2"`` -> ``[0.001, 0.01]``, ``0`` -> ``[0]`` where a list is expected, a boolean is
+  never a number) and validates them against a model with pydantic. Every problem becomes a
+  :class:`ConfigError` whose message is one line: ``LABEL = VALUE is not allowed: expected ALLOWED``.
+* :class:`SweepOptions` is the model of ``nrc sweep``: its fields are the command's options, with
+  their defaults, help texts and allowed values; :func:`nrc_companion.cli.add_sweep_arguments`
+  builds the argparse options from it. It is a standard-library dataclass (validated by pydantic's
+  ``TypeAdapter``) because ``nrc sweep --help`` must not wait for pydantic's import (about four
+  times Python's own start-up, measured here); pydantic is imported when values are checked.
+* The notebooks' parameter models are in :mod:`nrc_companion.params`.
+* :func:`check_writable` and :func:`check_device` probe what a value cannot tell: an output folder,
+  a CUDA device.
 
-Every problem is a :class:`ConfigError` whose message is one line naming the key, the value
-given and what is allowed. The command line prints it and exits with code 2.
+The command line prints a :class:`ConfigError` and exits with code 2.
 """
-from __future__ import annotations
-
 import ast
+import dataclasses
 import math
 import os
 import re
+import types
+import typing
 import uuid
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator)
-from typing_extensions import Annotated
+from annotated_types import Ge, Gt, Le, Lt, MinLen, Predicate
 
-__all__ = ["ConfigError", "SweepOptions", "sweep_options", "load_config_file", "check_writable",
-           "check_device", "coerce_parameter", "typed_parameters", "SWEEP_ALLOWED"]
+__all__ = ["ConfigError", "RuleError", "rule", "Allowed", "describe", "coerce", "check", "check_all", "field_types", "field_defaults",
+           "SweepOptions", "SWEEP_GROUPS", "sweep_options", "load_config_file", "check_writable", "check_device"]
 
 
 class ConfigError(ValueError):
     """Invalid configuration; ``str(err)`` is one line naming the key, the value and what is allowed."""
 
 
+class RuleError(Exception):
+    """Raised by a model's cross-parameter rule: ``name`` broke it, ``allowed`` says what it must be.
+
+    Not a ValueError on purpose: pydantic wraps ValueErrors of validators (losing the parameter's
+    name) but lets other exceptions through to :func:`check`.
+    """
+
+    def __init__(self, name: str, allowed: str):
+        super().__init__(f"{name}: {allowed}")
+        self.name, self.allowed = name, allowed
+
+
+def rule(ok: bool, name: str, allowed: str) -> None:
+    """Raise :class:`RuleError` unless ``ok``: a check across parameters, naming the one it blames."""
+    if not ok:
+        raise RuleError(name, allowed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Allowed:
+    """Annotation metadata: the text :func:`describe` gives for a constraint it cannot word itself."""
+
+    text: str
+
+
 # ----------------------------------------------------------------------------------------------
-# shared value parsers (strings as typed on a command line, scalars where lists are expected)
+# the vocabulary
+
+#: A number must be finite wherever a float is expected (nan and inf are never a setting).
+FINITE = Predicate(math.isfinite)
+Count = Annotated[int, Ge(0)]
+PositiveInt = Annotated[int, Ge(1)]
+Number = Annotated[float, FINITE]
+NonNegative = Annotated[float, Ge(0), FINITE]
+Positive = Annotated[float, Gt(0), FINITE]
+Fraction = Annotated[float, Gt(0), Lt(1), FINITE]
+
+
+Momentum = Annotated[float, Ge(0), Lt(1), FINITE]
+#: The activations of :data:`nrc.models.ACTIVATIONS`, spelled out so that reading them imports no
+#: torch (a test keeps the two equal).
+Activation = Literal["relu", "leaky_relu", "tanh", "gelu", "softplus", "linear"]
+
+
+def NonEmpty(item) -> Any:  # noqa: N802 - reads as a type
+    """A list of ``item`` with at least one element."""
+    return Annotated[list[item], MinLen(1)]
+
+
+def _is_device(v) -> bool:
+    return isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# annotations -> coercion and text
+
+
+def _unwrap(tp) -> tuple[Any, list]:
+    """``Annotated[T, m1, m2]`` -> (T, [m1, m2]); nested Annotated are flattened."""
+    metas: list = []
+    while typing.get_origin(tp) is Annotated:
+        args = typing.get_args(tp)
+        tp, metas = args[0], list(args[1:]) + metas
+    return tp, metas
+
+
+def _optional(tp):
+    """``X | None`` / ``Optional[X]`` -> X, else None."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0]
+    return None
 
 
 def _parse_text(text: str):
@@ -61,7 +138,7 @@ def _listify(value):
     """A list from a list/tuple, a scalar (``0`` -> ``[0]``), or text (``"1e-3,1e-2"``, ``"[1, 2]"``)."""
     if isinstance(value, str):
         s = value.strip()
-        if s.startswith("[") or s.startswith("("):
+        if s.startswith(("[", "(")):
             parsed = _parse_text(s)
             return list(parsed) if isinstance(parsed, (list, tuple)) else value
         if "," in s:
@@ -69,153 +146,272 @@ def _listify(value):
         return [_parse_text(s)] if s else []
     if isinstance(value, (list, tuple)):
         return list(value)
-    if value is None:
-        return value
-    return [value]
+    return value if value is None else [value]
 
 
-def _no_bool_number(value):
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a number")
-    if isinstance(value, str):
-        parsed = _parse_text(value)
-        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
-            return parsed
+def coerce(tp, value):
+    """``value`` as typed by a person, brought to the shape of annotation ``tp`` (validation is pydantic's).
+
+    Lists accept a list, a tuple, a scalar or text (``"[0.01, 0.1]"``, ``"0.01,0.1"``); numbers
+    accept numeric text (``"1e-3"``); a boolean is never a number (it is turned into text, which
+    the number type then rejects); ``None``/``null`` text is ``None`` where ``None`` is allowed.
+    Everything else goes to pydantic as given (its lax mode reads ``"no"`` as False, 5.0 as 5).
+    """
+    base, _ = _unwrap(tp)
+    inner = _optional(base)
+    if inner is not None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        return coerce(inner, value)
+    if typing.get_origin(base) in (list, tuple):
+        items = _listify(value)
+        args = typing.get_args(base)
+        return [coerce(args[0], v) for v in items] if isinstance(items, list) and args else items
+    if base in (int, float):
+        if isinstance(value, bool):
+            return repr(value)
+        if isinstance(value, str):
+            parsed = _parse_text(value)
+            if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+                return parsed
     return value
 
 
-_Num = BeforeValidator(_no_bool_number)
-Finite = Annotated[float, _Num, Field(allow_inf_nan=False)]
-NonNegative = Annotated[float, _Num, Field(ge=0, allow_inf_nan=False)]
-Positive = Annotated[float, _Num, Field(gt=0, allow_inf_nan=False)]
-Count = Annotated[int, _Num, Field(ge=0)]
-PositiveInt = Annotated[int, _Num, Field(ge=1)]
+def _fmt(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else repr(x) if isinstance(x, str) else str(x)
+
+
+def _bounds(metas) -> str:
+    lo = next(((m.ge, "[") for m in metas if isinstance(m, Ge)), None) or \
+        next(((m.gt, "(") for m in metas if isinstance(m, Gt)), None)
+    hi = next(((m.lt, ")") for m in metas if isinstance(m, Lt)), None) or \
+        next(((m.le, "]") for m in metas if isinstance(m, Le)), None)
+    if lo and hi:
+        return f" in {lo[1]}{_fmt(lo[0])}, {_fmt(hi[0])}{hi[1]}"
+    if lo:
+        return f" {'>=' if lo[1] == '[' else '>'} {_fmt(lo[0])}"
+    if hi:
+        return f" {'<' if hi[1] == ')' else '<='} {_fmt(hi[0])}"
+    return ""
+
+
+def _alternatives(values) -> str:
+    words = [_fmt(v) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+_NOUNS = {"number": "numbers", "integer": "integers", "string": "strings", "boolean": "booleans",
+          "mapping": "mappings", "value": "values"}
+
+
+def _plural(text: str) -> str:
+    for article in ("a ", "an "):
+        if text.startswith(article):
+            head, _, rest = text[len(article):].partition(" ")
+            if head == "finite":
+                noun, _, rest = rest.partition(" ")
+                return " ".join(["finite", _NOUNS.get(noun, noun), rest]).strip()
+            return " ".join([_NOUNS.get(head, head), rest]).strip()
+    return "items each " + text
+
+
+def describe(tp) -> str:
+    """What annotation ``tp`` allows, in words (``"a non-empty list of finite numbers > 0"``)."""
+    base, metas = _unwrap(tp)
+    own = next((m.text for m in metas if isinstance(m, Allowed)), None)
+    if own is not None:
+        return own
+    inner = _optional(base)
+    if inner is not None:
+        return describe(inner) + " or null"
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        return _alternatives(typing.get_args(base))
+    if origin in (list, tuple):
+        args = typing.get_args(base)
+        least = max([m.min_length for m in metas if isinstance(m, MinLen)] or [0])
+        head = "a non-empty list of " if least == 1 else f"a list of at least {least} " if least else "a list of "
+        if not args or args[0] is Any:
+            return head + "values"
+        item_base, _ = _unwrap(args[0])
+        if typing.get_origin(item_base) is Literal:
+            return head + "items from " + ", ".join(_fmt(v) for v in typing.get_args(item_base))
+        return head + _plural(describe(args[0]))
+    finite = any(isinstance(m, Predicate) and m.func is math.isfinite for m in metas)
+    if base is bool:
+        return "a boolean (true or false)"
+    if base is int:
+        return "an integer" + _bounds(metas)
+    if base is float:
+        return ("a finite number" if finite else "a number") + _bounds(metas)
+    if base is str:
+        return "a string"
+    if base is dict:
+        return "a mapping"
+    return "any value"
+
+
+def field_types(model) -> dict[str, Any]:
+    """``{field: annotation with its constraints}`` of a pydantic model or a dataclass, in order."""
+    hints = typing.get_type_hints(model, include_extras=True)
+    names = list(model.model_fields) if hasattr(model, "model_fields") else [f.name for f in dataclasses.fields(model)]
+    return {n: hints[n] for n in names}
+
+
+def field_defaults(model) -> dict[str, Any]:
+    """``{field: default}`` of a pydantic model or a dataclass."""
+    if hasattr(model, "model_fields"):
+        return {n: f.get_default(call_default_factory=True) for n, f in model.model_fields.items()}
+    return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in dataclasses.fields(model)}
+
+
+def _display(value) -> str:
+    text = str(value) if isinstance(value, float) and not math.isfinite(value) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_all(model, values: dict, label=lambda name: f"parameter {name!r}", hint=None,
+              where: str = "") -> tuple[Any, list[tuple[str, str]]]:
+    """Like :func:`check`, but every problem: ``(instance or None, [(name, one-line message), ...])``.
+
+    Unknown names and every field's first error are reported together; the model's cross-parameter
+    rules (:func:`rule`) run only once every field is valid.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    tps = field_types(model)
+    defaults = field_defaults(model)
+    tail = (lambda name: f"; {hint(name)}") if hint is not None else (lambda name: "")
+
+    def message(name, allowed, item=""):
+        given = values.get(name, defaults.get(name))
+        return (name, f"{where}{label(name)} = {_display(given)}{item} is not allowed: expected {allowed}{tail(name)}")
+
+    problems = []
+    for k in values:
+        if k not in tps:
+            import difflib
+
+            close = difflib.get_close_matches(str(k), list(tps), n=1)
+            problems.append((k, f"{where}unknown {label(k)}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; allowed: {', '.join(tps)}"))
+    prepared = {k: coerce(tps[k], v) for k, v in values.items() if k in tps}
+    try:
+        instance = (model.model_validate(prepared) if hasattr(model, "model_validate")
+                    else TypeAdapter(model).validate_python(prepared))
+    except RuleError as err:
+        return None, problems + [message(err.name, err.allowed)]
+    except ValidationError as err:
+        seen = set()
+        for e in err.errors():
+            loc = e.get("loc") or ("?",)
+            name = str(loc[0])
+            if name in seen or name not in tps:
+                continue
+            seen.add(name)
+            item = f" (item {loc[1]}: {_display(e.get('input'))})" if len(loc) > 1 and isinstance(loc[1], int) else ""
+            problems.append(message(name, describe(tps[name]), item))
+        return None, problems
+    return (None if problems else instance), problems
+
+
+def check(model, values: dict, label=lambda name: f"parameter {name!r}", hint=None, where: str = ""):
+    """Coerce ``values`` (:func:`coerce`) and validate them against ``model``; the validated instance.
+
+    Parameters
+    ----------
+    model : pydantic model class or dataclass
+    values : dict
+        ``{field: value}``; missing fields take their defaults.
+    label : callable
+        ``name -> how the message names it`` (``"parameter 'seeds'"``, ``"--seeds"``).
+    hint : callable, optional
+        ``name -> text`` appended after ``"; "`` (e.g. how to pass the value with papermill).
+    where : str
+        Prefix of the message (``"t1_stationarity: "``).
+
+    Raises
+    ------
+    ConfigError
+        The first problem of :func:`check_all`, one line: ``LABEL = VALUE is not allowed: expected
+        ALLOWED``, or the unknown name and the allowed ones.
+    """
+    instance, problems = check_all(model, values, label, hint, where)
+    if problems:
+        raise ConfigError(problems[0][1])
+    return instance
+
 
 # ----------------------------------------------------------------------------------------------
 # nrc sweep
 
-#: What each option of ``nrc sweep`` allows, as printed in error messages.
-SWEEP_ALLOWED = {
-    "dataset": "one of 'synthetic', 'mnist', 'fashion-mnist', 'cifar10'",
-    "data_root": "a folder path",
-    "download": "true or false",
-    "per_class": "an integer >= 1",
-    "classes": "an integer >= 2",
-    "dim": "an integer >= 1",
-    "spread": "a finite number >= 0",
-    "widths": "a non-empty list of integers >= 1, e.g. 64,64",
-    "activation": "one of the activations of nrc.ACTIVATIONS",
-    "bias": "true or false",
-    "residual": "true or false",
-    "loss": "'ce' or 'mse'",
-    "epochs": "an integer >= 0",
-    "batch_size": "an integer >= 1",
-    "lr": "a finite number > 0",
-    "momentum": "a number in [0, 1)",
-    "schedule": "'cosine' or 'constant'",
-    "regularize_bias": "true or false",
-    "refine": "'none', 'gd' or 'lbfgs'",
-    "refine_steps": "an integer >= 0",
-    "weight_decays": "a non-empty list of finite numbers >= 0, e.g. 1e-3,1e-2",
-    "seeds": "a non-empty list of integers >= 0, e.g. 0,1",
-    "device": "'auto', 'cpu', 'cuda' or 'cuda:N'",
-    "cache_dir": "a writable folder path",
-    "no_cache": "true or false",
-    "out": "a writable folder path",
-    "tol": "a number in (0, 1)",
-    "quiet": "true or false",
-}
+#: Argument groups of ``nrc sweep --help``, in order.
+SWEEP_GROUPS = ("data", "network", "training", "sweep", "output")
+_DEVICE = Annotated[str, Predicate(_is_device), Allowed("'auto', 'cpu', 'cuda' or 'cuda:N'")]
+_PATH = Annotated[Optional[str], Allowed("a folder path")]
 
 
-class SweepOptions(BaseModel):
-    """The options of ``nrc sweep`` (flags and ``--config`` file keys), validated.
+def _opt(group: str, help: str, default=dataclasses.MISSING, *, factory=dataclasses.MISSING,
+         library=dataclasses.MISSING, negatable: bool = False):
+    """A :class:`SweepOptions` field: its ``--help`` group and text, and ``nrc.TrainConfig``'s default
+    where the library's differs (stated in the help; a test keeps it equal to TrainConfig)."""
+    meta = {"group": group, "help": help, "negatable": negatable}
+    if library is not dataclasses.MISSING:
+        meta["library_default"] = library
+    return dataclasses.field(default=default, default_factory=factory, metadata=meta)
 
-    Types are coerced the way a user types them (``"10"`` -> 10, ``"no"`` -> False, ``0.1`` ->
-    ``[0.1]`` for a list, ``"1e-3,1e-2"`` -> ``[0.001, 0.01]``); every number must be finite.
+
+@dataclasses.dataclass(frozen=True)
+class SweepOptions:
+    """The options of ``nrc sweep`` (its flags and its ``--config`` file keys): one field per option.
+
+    The defaults are the command's embedded experiment: a synthetic Gaussian mixture and a ReLU
+    MLP, five weight decays x two seeds, trained on a CPU in well under two minutes, with ranks
+    that fall as weight decay grows. Where ``nrc.TrainConfig`` (the library's training
+    configuration) has another default, the help says so.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    __pydantic_config__ = {"extra": "forbid"}
 
-    dataset: Literal["synthetic", "mnist", "fashion-mnist", "cifar10"] = "synthetic"
-    data_root: Optional[str] = None
-    download: bool = False
-    per_class: PositiveInt = 50
-    classes: Annotated[int, _Num, Field(ge=2)] = 4
-    dim: PositiveInt = 20
-    spread: NonNegative = 1.0
-    widths: Annotated[list[PositiveInt], BeforeValidator(_listify), Field(min_length=1)] = [64, 64, 64]
-    activation: str = "relu"
-    bias: bool = False
-    residual: bool = False
-    loss: Literal["ce", "mse"] = "mse"
-    epochs: Count = 150
-    batch_size: PositiveInt = 32
-    lr: Positive = 0.05
-    momentum: Annotated[float, _Num, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.9
-    schedule: Literal["cosine", "constant"] = "cosine"
-    regularize_bias: bool = True
-    refine: Literal["none", "gd", "lbfgs"] = "none"
-    refine_steps: Count = 0
-    weight_decays: Annotated[list[NonNegative], BeforeValidator(_listify), Field(min_length=1)] = \
-        [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-    seeds: Annotated[list[Count], BeforeValidator(_listify), Field(min_length=1)] = [0, 1]
-    device: str = "auto"
-    cache_dir: Optional[str] = None
-    no_cache: bool = False
-    out: Optional[str] = None
-    tol: Annotated[float, _Num, Field(gt=0, lt=1, allow_inf_nan=False)] = 1e-2
-    quiet: bool = False
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v):
-        from nrc.models import ACTIVATIONS
-
-        if v not in ACTIVATIONS:
-            raise ValueError(f"one of {sorted(ACTIVATIONS)}")
-        return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v):
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(v)):
-            raise ValueError("'auto', 'cpu', 'cuda' or 'cuda:N'")
-        return v
-
-    @field_validator("data_root", "cache_dir", "out", mode="before")
-    @classmethod
-    def _path(cls, v):
-        if v is None or v == "":
-            return None
-        if not isinstance(v, (str, os.PathLike)):
-            raise ValueError("a folder path")
-        # relative paths resolve against the caller's working directory, now
-        return str(Path(os.path.expanduser(os.fspath(v))).absolute())
-
-
-def _display(value) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return repr(value)
-
-
-def _describe(err: ValidationError, sources: dict[str, str], values: dict) -> str:
-    e = err.errors()[0]
-    loc = e.get("loc") or ()
-    key = str(loc[0]) if loc else "?"
-    where = sources.get(key, key)
-    if e.get("type") == "extra_forbidden":
-        return f"{where}: unknown option {key!r}; allowed: {', '.join(SWEEP_ALLOWED)}"
-    given = values.get(key, e.get("input"))
-    item = ""
-    if len(loc) > 1 and isinstance(loc[1], int):
-        item = f" (item {loc[1]}: {_display(e.get('input'))})"
-    allowed = SWEEP_ALLOWED.get(key, e.get("msg", "a valid value"))
-    return f"{where} = {_display(given)}{item} is not allowed; expected {allowed}"
+    dataset: Literal["synthetic", "mnist", "fashion-mnist", "cifar10"] = _opt(
+        "data", "data set; synthetic is a Gaussian mixture (no download)", "synthetic")
+    data_root: _PATH = _opt("data", "root of the data files (torchvision layout); default $NRC_DATA", None)
+    download: bool = _opt("data", "fetch missing MNIST / Fashion-MNIST / CIFAR-10 files into the data root "
+                          "(md5-checked; $NRC_DATA_MIRROR selects the server)", False)
+    per_class: PositiveInt = _opt("data", "training samples per class", 50)
+    classes: Annotated[int, Ge(2)] = _opt("data", "synthetic: number of classes K", 4)
+    dim: PositiveInt = _opt("data", "synthetic: input dimension", 20)
+    spread: NonNegative = _opt("data", "synthetic: within-class standard deviation", 1.0)
+    widths: NonEmpty(PositiveInt) = _opt("network", "hidden widths, comma-separated", factory=lambda: [64, 64, 64])
+    activation: Activation = _opt("network", "activation of the hidden layers", "relu")
+    bias: bool = _opt("network", "layers with biases", False, negatable=True)
+    residual: bool = _opt("network", "residual MLP z + V sigma(W z)", False, negatable=True)
+    loss: Literal["ce", "mse"] = _opt("training", "training loss", "mse", library="ce")
+    epochs: Count = _opt("training", "SGD epochs", 150, library=50)
+    batch_size: PositiveInt = _opt("training", "minibatch size per member", 32, library=128)
+    lr: Positive = _opt("training", "learning rate", 0.05)
+    momentum: Momentum = _opt("training", "SGD momentum", 0.9)
+    schedule: Literal["cosine", "constant"] = _opt("training", "learning-rate schedule", "cosine")
+    regularize_bias: bool = _opt("training", "apply weight decay to biases too", True, negatable=True)
+    refine: Literal["none", "gd", "lbfgs"] = _opt(
+        "training", "full-batch float64 refinement toward a stationary point", "none")
+    refine_steps: Count = _opt("training", "refinement iterations", 0)
+    weight_decays: NonEmpty(NonNegative) = _opt("sweep", "weight decays lambda, comma-separated",
+                                                factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
+    seeds: NonEmpty(Count) = _opt("sweep", "seeds, comma-separated", factory=lambda: [0, 1])
+    device: _DEVICE = _opt("output", "'auto' is CUDA if available", "auto")
+    cache_dir: _PATH = _opt("output", "results cache; default $NRC_CACHE_DIR or .nrc-cache", None)
+    no_cache: bool = _opt("output", "train without the cache", False)
+    out: _PATH = _opt("output", "write tidy.csv, members.csv, spectra.csv and meta.json here", None)
+    tol: Fraction = _opt("output", "relative tolerance tau of the printed rank", 1e-2)
+    quiet: bool = _opt("output", "no progress bar", False)
 
 
 def sweep_options(flags: dict | None = None, config_file=None) -> SweepOptions:
     """Merge defaults < config file < flags (``None`` flags ignored) and validate once.
+
+    Relative folder paths are made absolute against the working directory, now.
 
     Raises
     ------
@@ -226,22 +422,21 @@ def sweep_options(flags: dict | None = None, config_file=None) -> SweepOptions:
     sources: dict[str, str] = {}
     if config_file is not None:
         for k, v in load_config_file(config_file).items():
-            values[k] = v
-            sources[k] = f"{config_file}: {k}"
+            values[k], sources[k] = v, f"{config_file}: {k}"
     for k, v in (flags or {}).items():
         if v is not None:
-            values[k] = v
-            sources[k] = "--" + k.replace("_", "-")
-    try:
-        return SweepOptions(**values)
-    except ValidationError as err:
-        raise ConfigError(_describe(err, sources, values)) from None
+            values[k], sources[k] = v, "--" + k.replace("_", "-")
+    o = check(SweepOptions, values, label=lambda k: sources.get(k, "--" + k.replace("_", "-")))
+    paths = {k: str(Path(os.path.expanduser(getattr(o, k))).absolute()) if getattr(o, k) else None
+             for k in ("data_root", "cache_dir", "out")}
+    return dataclasses.replace(o, **paths)
 
 
 def load_config_file(path) -> dict:
     """Read a ``nrc sweep --config`` file (YAML or JSON): a mapping of option -> value.
 
-    Keys may use ``-`` or ``_`` (``weight-decays`` = ``weight_decays``).
+    Keys may use ``-`` or ``_`` (``weight-decays`` = ``weight_decays``); unknown keys are reported
+    by :func:`check`.
     """
     import yaml
 
@@ -261,24 +456,12 @@ def load_config_file(path) -> dict:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"--config {path}: expected a mapping of option: value (e.g. 'epochs: 50'), "
-                          f"got {_short(loaded)} ({type(loaded).__name__})")
-    out = {}
-    for k, v in loaded.items():
-        key = str(k).replace("-", "_")
-        if key not in SWEEP_ALLOWED:
-            import difflib
-
-            hint = difflib.get_close_matches(key, list(SWEEP_ALLOWED), n=1)
-            raise ConfigError(f"{path}: unknown option {str(k)!r}"
-                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                              + f"; allowed: {', '.join(SWEEP_ALLOWED)}")
-        out[key] = v
+                          f"got {_display(loaded)} ({type(loaded).__name__})")
+    out = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    unknown = [k for k in out if k not in field_types(SweepOptions)]
+    if unknown:
+        check(SweepOptions, {unknown[0]: out[unknown[0]]}, label=lambda k: f"option {k!r}", where=f"{path}: ")
     return out
-
-
-def _short(value, n: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 def check_writable(path, what: str) -> Path:
@@ -328,251 +511,3 @@ def check_device(device: str) -> None:
     if index >= torch.cuda.device_count():
         raise ConfigError(f"--device = {device!r} is not allowed: only {torch.cuda.device_count()} "
                           f"CUDA device(s) visible (cuda:0..cuda:{torch.cuda.device_count() - 1})")
-
-
-# ----------------------------------------------------------------------------------------------
-# notebook parameters
-
-
-def _base_type(type_name: str) -> tuple[str, bool]:
-    t = type_name.replace(" ", "")
-    m = re.fullmatch(r"(?:typing\.)?Optional\[(.+)\]", t)
-    if m:
-        return m.group(1).split("[", 1)[0].lower(), True
-    parts = [p for p in t.split("|") if p]
-    nullable = "None" in parts
-    parts = [p for p in parts if p != "None"]
-    base = parts[0].split("[", 1)[0].removeprefix("typing.").lower() if len(parts) == 1 else "any"
-    return base, nullable
-
-
-def _element_kind(default) -> str | None:
-    """'float', 'int', 'str' or None: the element type all items of a default list share."""
-    if not isinstance(default, (list, tuple)) or not default:
-        return None
-    kinds = set()
-    for v in default:
-        if isinstance(v, bool):
-            kinds.add("bool")
-        elif isinstance(v, int):
-            kinds.add("int")
-        elif isinstance(v, float):
-            kinds.add("float")
-        elif isinstance(v, str):
-            kinds.add("str")
-        else:
-            return None
-    if kinds <= {"int", "float"} and "float" in kinds:
-        return "float"
-    return kinds.pop() if len(kinds) == 1 else None
-
-
-def _to_float(v):
-    if isinstance(v, bool):
-        raise ValueError
-    if isinstance(v, str):
-        v = _parse_text(v)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError
-    if not isinstance(v, (int, float)):
-        raise ValueError
-    f = float(v)
-    if not math.isfinite(f):
-        raise ValueError
-    return f
-
-
-def _to_int(v):
-    if isinstance(v, bool):
-        raise ValueError
-    if isinstance(v, str):
-        v = _parse_text(v)
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v
-    raise ValueError
-
-
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-
-
-def _to_bool(v):
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int) and v in (0, 1):
-        return bool(v)
-    if isinstance(v, str) and v.strip().lower() in _BOOLS:
-        return _BOOLS[v.strip().lower()]
-    raise ValueError
-
-
-def _yaml_text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_yaml_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml_text(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return repr(value)
-
-
-def _yaml_form(name: str, value) -> str:
-    """The papermill ``-y`` option that passes ``value`` with its type, e.g. ``-y "seeds: [0, 1]"``."""
-    return f'-y "{name}: {_yaml_text(value)}"'
-
-
-_EXAMPLES = {"float": 0.01, "int": 3, "bool": True, "str": "text", "list": [1, 2], "dict": {"a": 1},
-             "tuple": [1, 2]}
-
-
-def coerce_parameter(name: str, type_name: str, value, default=None):
-    """Coerce one notebook parameter to the type its ``parameters`` cell declares.
-
-    Rules (the same for profiles, ``papermill -p`` and ``-y``): ``float`` takes any finite number
-    or numeric text (``1e-3``); ``int`` takes integers and integral floats; ``bool`` takes
-    booleans, 0/1 and yes/no/true/false/on/off; ``list`` takes a list, a tuple, a scalar (``0`` ->
-    ``[0]``) or text (``"[0.01, 0.1]"``, ``"0.01,0.1"``), and when every item of the default
-    list is a float (or an int, or a string) the items are coerced/checked alike; ``str`` takes
-    text only; ``X | None`` also takes ``None``. Other annotations pass values through.
-
-    Raises
-    ------
-    ConfigError
-        One line naming the parameter, the value, its type and the ``-y`` form to use.
-    """
-    base, nullable = _base_type(type_name)
-    if value is None and nullable:
-        return None
-    try:
-        if base == "float":
-            return _to_float(value)
-        if base == "int":
-            return _to_int(value)
-        if base == "bool":
-            return _to_bool(value)
-        if base == "str":
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if base in ("list", "tuple"):
-            items = _listify(value)
-            if not isinstance(items, list):
-                raise ValueError
-            kind = _element_kind(default)
-            conv = {"float": _to_float, "int": _to_int, "bool": _to_bool}.get(kind)
-            if conv is not None:
-                items = [conv(v) for v in items]
-            elif kind == "str" and not all(isinstance(v, str) for v in items):
-                raise ValueError
-            return tuple(items) if base == "tuple" else items
-        if base == "dict":
-            v = _parse_text(value) if isinstance(value, str) else value
-            if not isinstance(v, dict):
-                raise ValueError
-            return v
-    except (ValueError, TypeError):
-        example = default if default is not None else _EXAMPLES.get(base, "...")
-        kind = _element_kind(default) if base in ("list", "tuple") else None
-        what = {"float": "a finite number", "int": "an integer", "bool": "a boolean (true/false)",
-                "str": "a string", "dict": "a mapping"}.get(base, f"a {type_name}")
-        if kind is not None:
-            what = f"a list of {dict(float='finite numbers', int='integers', bool='booleans', str='strings')[kind]}"
-        raise ConfigError(f"parameter {name!r} = {_short(value)} is not allowed: expected {what} ({type_name}); "
-                          f"pass it with papermill as {_yaml_form(name, example)}") from None
-    return value
-
-
-def _declarations(source: str) -> dict[str, tuple[str, Any]] | None:
-    """``{name: (type, default)}`` of a parameters cell, or None when ``source`` is not one."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    out = {}
-    for node in tree.body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            return None
-        try:
-            default = ast.literal_eval(node.value) if node.value is not None else None
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            default = None
-        out[node.target.id] = (ast.unparse(node.annotation), default)
-    return out or None
-
-
-def _assigned_names(source: str) -> list[str]:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    names = []
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
-    return names
-
-
-def typed_parameters(namespace: dict) -> dict:
-    """Coerce a notebook's parameters to their declared types; reject unknown injected names.
-
-    Call it in the first code cell after the ``parameters`` cell::
-
-        nrc_companion.typed_parameters(globals())
-
-    papermill injects its values (``-p name value``, ``-y "name: value"``, profiles) in a cell
-    right after the parameters cell, as plain assignments and without checking them. This reads
-    the declarations (``name: type = default``) of the parameters cell from the kernel's input
-    history (``In``; ``__annotations__`` outside IPython), coerces every declared parameter in
-    ``namespace`` in place with :func:`nrc_companion.config.coerce_parameter` (``-p weight_decays "[0.01, 0.1]"``,
-    ``-p rank_tol 1e-3``, ``-p seeds 0`` all work), and fails on a name papermill injected that
-    the notebook does not declare (papermill itself only warns).
-
-    Returns
-    -------
-    dict
-        ``{name: value}`` of the declared parameters, after coercion.
-
-    Raises
-    ------
-    nrc_companion.config.ConfigError
-        One line: the parameter, its type and the ``-y`` form to use; or the unknown name and the
-        declared ones.
-    """
-    history = namespace.get("In")
-    decl: dict[str, tuple[str, Any]] | None = None
-    injected: list[str] = []
-    if isinstance(history, (list, tuple)) and history:
-        cells = [str(c) for c in history[:-1]]  # the last entry is the cell running now
-        for i in range(len(cells) - 1, -1, -1):
-            d = _declarations(cells[i])
-            if d:
-                decl = d
-                for later in cells[i + 1:]:
-                    if later.lstrip().startswith("# Parameters"):
-                        injected += _assigned_names(later)
-                break
-    if decl is None:
-        ann = namespace.get("__annotations__") or {}
-        decl = {k: (getattr(t, "__name__", str(t)), None) for k, t in ann.items()}
-    if not decl:
-        raise ConfigError("typed_parameters: no parameters cell found (a cell of 'name: type = value' lines "
-                          "must run before this call)")
-    unknown = [n for n in dict.fromkeys(injected) if n not in decl]
-    if unknown:
-        import difflib
-
-        n = unknown[0]
-        hint = difflib.get_close_matches(n, list(decl), n=1)
-        raise ConfigError(f"unknown parameter {n!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                          + f": this notebook declares only {', '.join(decl)}")
-    out = {}
-    for name, (type_name, default) in decl.items():
-        if name in namespace:
-            namespace[name] = coerce_parameter(name, type_name, namespace[name], default)
-            out[name] = namespace[name]
-    return out

@@ -35,18 +35,11 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, coerce_parameter
-
 __all__ = ["Parameter", "Profile", "ProfileError", "notebook_parameters", "load_profile",
-           "validate_profile", "find_profile", "list_notebooks", "check_type", "PROFILE_KEYS"]
+           "validate_profile", "find_profile", "list_notebooks", "PROFILE_KEYS"]
 
 #: Top-level keys a profile may have.
 PROFILE_KEYS = ("profile", "description", "device", "notebooks", "cluster")
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
-    "list": (list,), "dict": (dict,), "tuple": (tuple, list),
-}
 
 
 class ProfileError(ValueError):
@@ -68,8 +61,13 @@ class Parameter:
     line: int = 0
 
     def accepts(self, value) -> bool:
-        """Whether ``value`` fits the declared type (see :func:`check_type`)."""
-        return check_type(self.type, value)
+        """Whether ``value`` has this parameter's shape: a list for a list, a single value otherwise.
+
+        This only routes ``nrc reproduce --set KEY=VALUE`` (``refine_steps=0`` goes to the notebooks
+        whose ``refine_steps`` is a number, not to T1's list of budgets); whether the value is
+        allowed is :func:`validate_profile`'s question, answered by the notebook's model.
+        """
+        return isinstance(value, (list, tuple)) == (self.type.split("[", 1)[0] in ("list", "tuple"))
 
 
 @dataclass
@@ -86,42 +84,6 @@ class Profile:
     @property
     def unknown_keys(self) -> list[str]:
         return [k for k in self.raw if k not in PROFILE_KEYS]
-
-
-# ----------------------------------------------------------------------------------------------
-# types
-
-
-def _split_union(type_name: str) -> tuple[list[str], bool]:
-    """``"int | None"`` / ``"Optional[int]"`` -> (["int"], True)."""
-    t = type_name.replace(" ", "")
-    m = re.fullmatch(r"(?:typing\.)?Optional\[(.+)\]", t)
-    if m:
-        return [m.group(1)], True
-    parts = [p for p in t.split("|") if p]
-    nullable = "None" in parts
-    return [p for p in parts if p != "None"], nullable
-
-
-def check_type(type_name: str, value) -> bool:
-    """Whether ``value`` (from YAML or a literal) fits a declared annotation.
-
-    ``int`` is accepted where ``float`` is declared; ``bool`` is never an ``int``/``float``;
-    ``list[float]``-style subscripts check the container only; ``X | None`` accepts ``None``.
-    Annotations other than int/float/str/bool/list/dict/tuple are not checked.
-    """
-    parts, nullable = _split_union(type_name)
-    if value is None and nullable:
-        return True
-    for part in parts:
-        base = part.split("[", 1)[0].removeprefix("typing.").lower()
-        if base not in _TYPES:
-            return True  # an annotation we do not know how to check
-        if isinstance(value, bool) and base != "bool":
-            continue
-        if isinstance(value, _TYPES[base]):
-            return True
-    return False
 
 
 def _type_of(value) -> str:
@@ -201,10 +163,16 @@ def notebook_parameters(path) -> dict[str, Parameter]:
         name, type_name = node.target.id, ast.unparse(node.annotation)
         if name in params:
             raise ValueError(f"{where}: parameter {name!r} is declared twice")
-        if not check_type(type_name, default):
-            raise ValueError(f"{where}: default {default!r} is {_type_of(default)}, not {type_name}")
         help_ = next((comments[i] for i in range(node.end_lineno, node.lineno - 1, -1) if i in comments), "")
         params[name] = Parameter(name, type_name, default, help_, node.lineno)
+    from .config import check_all  # pydantic: only once a cell has been read
+    from .params import cell_model
+
+    _, problems = check_all(cell_model(path.stem, {p.name: (p.type, p.default, p.help) for p in params.values()}),
+                            {p.name: p.default for p in params.values()}, label=lambda k: f"default of {k!r}")
+    for name, problem in problems:
+        p = params[name]
+        raise ValueError(f"{path.name}: parameters cell, line {p.line}: {problem} ({p.type})")
     return params
 
 
@@ -296,17 +264,19 @@ def load_profile(path_or_name, notebooks_dir="notebooks") -> Profile:
 
 
 def _format(where, problems: list[str]) -> str:
-    n = len(problems)
-    return f"profile {where} is invalid ({n} problem{'s' if n != 1 else ''}):\n" + \
-        "\n".join(f"  - {p}" for p in problems)
+    """One line for one problem (``nrc reproduce`` prints it and exits 2); a list for several."""
+    if len(problems) == 1:
+        return f"profile {where} is invalid: {problems[0]}"
+    return f"profile {where} is invalid ({len(problems)} problems):\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def validate_profile(profile: Profile, notebooks_dir="notebooks") -> dict[str, dict[str, Parameter]]:
     """Check a profile against the notebooks; raise one :class:`ProfileError` listing every problem.
 
     Checks: unknown top-level keys; notebooks listed but absent from ``notebooks_dir``; notebooks
-    in ``notebooks_dir`` missing from the profile; parameter keys a notebook does not declare;
-    values whose type does not fit the declaration; unreadable parameters cells.
+    in ``notebooks_dir`` missing from the profile; unreadable parameters cells; and every
+    notebook's values against its parameter model (:func:`nrc_companion.params.model_for`: unknown
+    names, values outside what the model allows), in the format of :func:`nrc_companion.config.check`.
 
     Returns the parameters of every listed notebook (``{notebook: {name: Parameter}}``).
     """
@@ -338,20 +308,11 @@ def validate_profile(profile: Profile, notebooks_dir="notebooks") -> dict[str, d
             problems.append(str(e))
             continue
         declared[nb] = params
-        for key, value in values.items():
-            if key not in params:
-                hint = difflib.get_close_matches(str(key), list(params), n=1)
-                problems.append(f"{nb}: unknown parameter {key!r}"
-                                + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                + f"; allowed: {', '.join(params) or '(none)'}")
-            elif not params[key].accepts(value):
-                problems.append(f"{nb}: parameter {key!r} expects {params[key].type}, "
-                                f"got {_type_of(value)} ({value!r})")
-            else:
-                try:  # profiles are typed exactly; values also pass the notebooks' own rule (finite, items)
-                    coerce_parameter(key, params[key].type, value, params[key].default)
-                except ConfigError as e:
-                    problems.append(f"{nb}: {e}".replace(" pass it with papermill as", " e.g."))
+        from .config import check_all  # pydantic: only once a profile is checked
+        from .params import model_for
+
+        # the notebook's own model: the check its validate_parameters call makes when it runs
+        problems += [message for _, message in check_all(model_for(nb, params), values, where=f"{nb}: ")[1]]
     for nb in present:
         if nb not in profile.notebooks:
             problems.append(f"notebook {nb!r} (in {notebooks_dir}) is missing from the profile; "

@@ -312,8 +312,7 @@ def _tiny_notebook(path: Path, body: str):
     nb.metadata["language_info"] = {"name": "python"}
     params = nbformat.v4.new_code_cell("n: int = 1  # a number")
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import nrc_companion\nnrc_companion.typed_parameters(globals())"),
-                nbformat.v4.new_code_cell(body)]
+    nb.cells = [params, nbformat.v4.new_code_cell("import nrc_companion"), nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
 
 
@@ -362,17 +361,67 @@ def test_ctrl_c_in_reproduce_mid_notebook_then_rerun_completes(tmp_path):
 # A new user's first hour (issue 19): help, the end of the main job, fail-fast reproduce
 
 
-def test_dataset_choices_are_the_loaders(capsys, no_training):
-    """``--dataset`` is checked by argparse against the loaders' names (one line, exit 2)."""
-    import nrc_companion.cli
-    from nrc.data import DATASETS
+def test_dataset_and_activation_choices_are_the_library_s(capsys, no_training):
+    """``--dataset`` and ``--activation`` allow the loaders' and the models' names (one line, exit 2)."""
+    import typing
 
-    assert nrc_companion.cli.DATASETS == DATASETS
-    with pytest.raises(SystemExit) as exc:
-        main(["sweep", "--dataset", "mnsit"])
-    assert exc.value.code == 2
+    from nrc.data import DATASETS
+    from nrc.models import ACTIVATIONS
+    from nrc_companion.config import SweepOptions, field_types
+
+    types = field_types(SweepOptions)
+    assert typing.get_args(types["dataset"]) == DATASETS
+    assert set(typing.get_args(types["activation"])) == set(ACTIVATIONS)
+    assert main(["sweep", "--dataset", "mnsit"]) == 2
     line = _one_line_error(capsys)
-    assert "invalid choice: 'mnsit'" in line and all(repr(d) in line for d in DATASETS)
+    assert "--dataset = 'mnsit' is not allowed" in line and all(repr(d) in line for d in DATASETS)
+
+
+def test_sweep_options_come_from_the_model(capsys):
+    """Every field of SweepOptions is an option whose help shows its allowed values and default."""
+    import argparse
+    import dataclasses
+
+    from nrc_companion.cli import add_sweep_arguments
+    from nrc_companion.config import SweepOptions, describe, field_types
+
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser)
+    actions = {a.dest: a for a in parser._actions}
+    for f in dataclasses.fields(SweepOptions):
+        action = actions[f.name]
+        assert action.default is None  # unset flags leave the file's value or the model's default
+        assert f.metadata["help"] in action.help
+        if field_types(SweepOptions)[f.name] is not bool:
+            assert describe(field_types(SweepOptions)[f.name]) in action.help, f.name
+
+
+def test_sweep_defaults_that_differ_from_train_config_are_stated_in_the_help(capsys):
+    """nrc sweep's loss/epochs/batch defaults differ from nrc.TrainConfig's; --help says so, truthfully."""
+    import dataclasses
+
+    from nrc.train import TrainConfig
+    from nrc_companion.config import SweepOptions, field_defaults
+
+    library, ours = TrainConfig(), field_defaults(SweepOptions)
+    stated = {f.name: f.metadata["library_default"] for f in dataclasses.fields(SweepOptions)
+              if "library_default" in f.metadata}
+    differ = {k for k in ours if hasattr(library, k) and getattr(library, k) != ours[k]}
+    assert set(stated) == differ == {"loss", "epochs", "batch_size"}
+    assert all(stated[k] == getattr(library, k) for k in stated)
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "nrc.TrainConfig's default: ce" in text and "nrc.TrainConfig's default: 128" in text
+
+
+def test_reproduce_bad_set_value_is_one_line_exit_2_before_any_notebook(tmp_path, capsys):
+    code = main(["reproduce", "--profile", "smoke", "--notebooks", str(REPO / "notebooks"), "--out", str(tmp_path / "o"),
+                 "--set", "rank_tol=0.05", "--only", "t8_rank_vs_weight_decay"])
+    assert code == 2
+    line = _one_line_error(capsys)
+    assert ("t8_rank_vs_weight_decay: parameter 'rank_tol' = 0.05 is not allowed: expected 0.01 or 0.001" in line), line
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("command", ["sweep", "reproduce", "book"])

@@ -114,8 +114,7 @@ def _notebook(path, parameters: str, body: str):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import nrc_companion\nnrc_companion.typed_parameters(globals())"),
-                nbformat.v4.new_code_cell(body)]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
 
 

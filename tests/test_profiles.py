@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nrc_companion.profiles import (Parameter, Profile, ProfileError, check_type, find_profile, load_profile,
-                          notebook_parameters, validate_profile)
+from nrc_companion.profiles import (Parameter, Profile, ProfileError, find_profile, load_profile,
+                                    notebook_parameters, validate_profile)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,15 +105,28 @@ def test_notebook_parameters_needs_exactly_one_cell(tmp_path):
 
 
 @pytest.mark.parametrize("type_name, value, ok", [
-    ("int", 3, True), ("int", 3.0, False), ("int", True, False), ("int", "3", False),
-    ("float", 3, True), ("float", 0.5, True), ("float", False, False), ("float", "1e-4", False),
-    ("bool", True, True), ("bool", 1, False), ("str", "x", True), ("str", 1, False),
-    ("list", [1, 2], True), ("list", (1, 2), False), ("list", "1,2", False), ("list[float]", [0.1], True),
-    ("int | None", None, True), ("int | None", 2, True), ("int", None, False), ("Optional[str]", None, True),
-    ("SomethingElse", object(), True),
+    # a notebook the companion declares no model for is checked against its cell's types, with the
+    # coercion rule of every other value (a number from text, a list from a scalar, never a bool for a number)
+    ("int", 3, True), ("int", 3.0, True), ("int", 3.5, False), ("int", True, False), ("int", "3", True),
+    ("float", 3, True), ("float", 0.5, True), ("float", False, False), ("float", "1e-4", True),
+    ("float", float("inf"), False), ("bool", True, True), ("bool", "maybe", False), ("str", "x", True),
+    ("str", 1, False), ("list", [1, 2], True), ("list", "1,2", True), ("list", 0, True),
+    ("list[float]", [0.1], True), ("int | None", None, True), ("int | None", 2, True), ("int", None, False),
+    ("Optional[str]", None, True), ("SomethingElse", object(), True),
 ])
-def test_check_type(type_name, value, ok):
-    assert check_type(type_name, value) is ok
+def test_cell_types_of_an_undeclared_notebook(type_name, value, ok):
+    from nrc_companion.config import check_all
+    from nrc_companion.params import cell_model
+
+    default = ([0.5] if "float" in type_name else [1, 2]) if type_name.startswith("list") else None
+    model = cell_model("nb", {"p": (type_name, default, "")})
+    assert (not check_all(model, {"p": value})[1]) is ok
+
+
+def test_accepts_routes_by_shape():
+    """``--set refine_steps=0`` goes to a number parameter, not to a list one (and the reverse)."""
+    assert Parameter("a", "int", 1).accepts(0) and not Parameter("a", "list", [1]).accepts(0)
+    assert Parameter("a", "list", [1]).accepts([0]) and not Parameter("a", "int", 1).accepts([0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,9 +174,9 @@ def test_validate_collects_every_problem(repo):
         "  a:\n"
         "    epoch: 3\n"                        # unknown parameter (did you mean epochs?)
         "    lr: fast\n"                        # wrong type
-        "    use_bias: 1\n"                     # int is not a bool
+        "    use_bias: maybe\n"                 # not a boolean
         "    epochs: true\n"                    # bool is not an int
-        "    weight_decays: 0.1\n"              # a list must be a list
+        "    weight_decays: [0.1, x]\n"         # an item that is not a number
         "  zz_missing:\n"                       # no such notebook
         "    n: 1\n")                           # and notebook b is missing from the profile
     with pytest.raises(ProfileError) as info:
@@ -172,13 +185,30 @@ def test_validate_collects_every_problem(repo):
     assert len(problems) == 8, msg
     assert "unknown top-level key 'devices'" in msg
     assert "a: unknown parameter 'epoch' (did you mean 'epochs'?); allowed: epochs, lr, name, use_bias, " in msg
-    assert "a: parameter 'lr' expects float, got str ('fast')" in msg
-    assert "a: parameter 'use_bias' expects bool, got int (1)" in msg
-    assert "a: parameter 'epochs' expects int, got bool (True)" in msg
-    assert "a: parameter 'weight_decays' expects list, got float (0.1)" in msg
+    assert "a: parameter 'lr' = 'fast' is not allowed: expected a finite number" in msg
+    assert "a: parameter 'use_bias' = 'maybe' is not allowed: expected a boolean (true or false)" in msg
+    assert "a: parameter 'epochs' = True is not allowed: expected an integer" in msg
+    assert "a: parameter 'weight_decays' = [0.1, 'x'] (item 1: 'x') is not allowed: expected a list of finite numbers" in msg
     assert "unknown notebook 'zz_missing'" in msg
     assert "notebook 'b'" in msg and "missing from the profile" in msg
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("notebook, values, needle", [
+    ("t8_rank_vs_weight_decay", {"rank_tol": 0.05}, "parameter 'rank_tol' = 0.05 is not allowed: expected 0.01 or 0.001"),
+    ("t2_rank_tcv_bound", {"weight_decays": [0.0, 0.1]}, "parameter 'weight_decays' = [0.0, 0.1] (item 0: 0.0) is "
+                                                       "not allowed: expected a non-empty list of finite numbers > 0"),
+    ("derivation_theorem_a", {"layer": 9}, "parameter 'layer' = 9 is not allowed: expected an integer in 1..4"),
+    ("t1_stationarity", {"epoch": 3}, "unknown parameter 'epoch' (did you mean 'epochs'?)"),
+])
+def test_real_profile_values_are_checked_by_the_notebook_model(notebook, values, needle):
+    """The type fits the cell (a float, a list, an int) but the model forbids the value: one line."""
+    profile = load_profile("smoke", REPO / "notebooks")
+    profile.notebooks[notebook] = {**profile.notebooks[notebook], **values}
+    with pytest.raises(ProfileError) as info:
+        validate_profile(profile, REPO / "notebooks")
+    assert len(info.value.problems) == 1 and "\n" not in str(info.value)
+    assert str(info.value).endswith(f"is invalid: {notebook}: {needle}" + str(info.value).split(needle, 1)[1])
 
 
 def test_validate_reports_broken_parameters_cell(repo):

@@ -10,13 +10,33 @@ import pytest
 import torch
 
 import nrc
-from nrc_companion.config import ConfigError, coerce_parameter, typed_parameters
+from nrc_companion.config import ConfigError, check, field_defaults, field_types
+from nrc_companion.params import MODELS, cell_model, validate_parameters
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------------------------
-# notebook parameters: coercion rule, unit level (a fake kernel history)
+# notebook parameters: the coercion rule, unit level (a fake kernel history)
 
 PARAMS_CELL = ("weight_decays: list = [0.0, 0.001]  # grid\nrank_tol: float = 1e-2\nseeds: list = [0, 1]\n"
                "bias: bool = False\nepochs: int = 3\nname: str = 'x'\nhidden: list = [8, 8]")
+# the model of that cell, as a notebook's model is declared in nrc_companion.params (run here and in a kernel)
+MODEL_SRC = """\
+from nrc_companion.config import Number
+from nrc_companion.params import NotebookParameters, validate_parameters
+
+class Example(NotebookParameters):
+    weight_decays: list[Number] = [0.0, 0.001]
+    rank_tol: Number = 1e-2
+    seeds: list[int] = [0, 1]
+    bias: bool = False
+    epochs: int = 3
+    name: str = "x"
+    hidden: list[int] = [8, 8]
+"""
+_scope: dict = {}
+exec(MODEL_SRC, _scope)
+Example = _scope["Example"]
 
 
 def _namespace(injected: dict, extra_cell: str | None = None) -> dict:
@@ -26,7 +46,7 @@ def _namespace(injected: dict, extra_cell: str | None = None) -> dict:
     cells = ["", PARAMS_CELL]
     if injected or extra_cell:
         cells.append(extra_cell or "# Parameters\n" + "\n".join(f"{k} = {v!r}" for k, v in injected.items()))
-    cells.append("nrc_companion.typed_parameters(globals())")
+    cells.append("validate_parameters(Example, globals())")
     ns["In"] = cells
     return ns
 
@@ -44,9 +64,9 @@ def _namespace(injected: dict, extra_cell: str | None = None) -> dict:
     ({"epochs": 5.0}, {"epochs": 5}),
     ({"hidden": "[16, 16, 16]"}, {"hidden": [16, 16, 16]}),
 ])
-def test_typed_parameters_coerces(injected, expected):
+def test_validate_parameters_coerces(injected, expected):
     ns = _namespace(injected)
-    typed_parameters(ns)
+    validate_parameters(Example, ns)
     for k, v in expected.items():
         assert ns[k] == v and type(ns[k]) is type(v)
         if isinstance(v, list):
@@ -63,25 +83,103 @@ def test_typed_parameters_coerces(injected, expected):
     ({"name": 3}, ["'name'", "a string", "-y \"name: 'x'\""]),
     ({"seeds": "[0.5]"}, ["'seeds'", "list of integers"]),
 ])
-def test_typed_parameters_rejects_with_one_line(injected, needles):
+def test_validate_parameters_rejects_with_one_line(injected, needles):
     with pytest.raises(ConfigError) as info:
-        typed_parameters(_namespace(injected))
+        validate_parameters(Example, _namespace(injected))
     msg = str(info.value)
     assert "\n" not in msg
     for n in needles:
         assert n in msg, msg
 
 
-def test_typed_parameters_rejects_unknown_injected_name():
+def test_validate_parameters_rejects_unknown_injected_name():
     ns = _namespace({}, extra_cell="# Parameters\nseed = 3\n")
     ns["seed"] = 3
     with pytest.raises(ConfigError, match=r"unknown parameter 'seed' \(did you mean 'seeds'\?\)"):
-        typed_parameters(ns)
+        validate_parameters(Example, ns)
 
 
-def test_coerce_parameter_optional():
-    assert coerce_parameter("x", "int | None", None) is None
-    assert coerce_parameter("x", "Optional[float]", 2) == 2.0
+def test_an_undeclared_cell_type_takes_none_where_its_annotation_does():
+    model = cell_model("x", {"a": ("int | None", 1, ""), "b": ("Optional[float]", None, ""), "c": ("int", 0, "")})
+    assert check(model, {"a": None}).a is None
+    assert check(model, {"b": 2}).b == 2.0 and type(check(model, {"b": 2}).b) is float
+    with pytest.raises(ConfigError, match="parameter 'c' = None is not allowed: expected an integer"):
+        check(model, {"c": None})
+
+
+# every notebook: its model is its parameters cell, and bad values get the one-line error
+
+
+def _cell_base(type_name: str):
+    return {"int": int, "float": float, "str": str, "bool": bool, "list": list}[type_name]
+
+
+def _model_base(annotation):
+    import typing
+
+    from nrc_companion.config import _unwrap
+
+    base, _ = _unwrap(annotation)
+    origin = typing.get_origin(base)
+    if origin is typing.Literal:
+        return type(typing.get_args(base)[0])
+    return origin or base
+
+
+NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_notebook_model_equals_its_parameters_cell(name):
+    """Names and their order, defaults (value and type), help text and type of the cell = the model's."""
+    from nrc_companion.profiles import notebook_parameters
+
+    cell = notebook_parameters(REPO / "notebooks" / f"{name}.ipynb")
+    model = MODELS[name]
+    defaults, types = field_defaults(model), field_types(model)
+    assert list(defaults) == list(cell), name
+    for p in cell.values():
+        assert defaults[p.name] == p.default and type(defaults[p.name]) is type(p.default), (name, p.name)
+        assert model.model_fields[p.name].description == p.help, (name, p.name)
+        assert _model_base(types[p.name]) is _cell_base(p.type), (name, p.name)
+    model()  # the defaults pass the model's own constraints and rules
+    assert set(MODELS) == set(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name,values,needles", [
+    ("t1_stationarity", {"weight_decays": [0.0, 0.1]}, ["parameter 'weight_decays'", "(item 0: 0.0)", "> 0"]),
+    ("t1_stationarity", {"losses": ["mse", "hinge"]}, ["'losses'", "'hinge'", "'mse', 'ce'"]),
+    ("t1_stationarity", {"device": "tpu"}, ["'device'", "'tpu'", "'auto', 'cpu' or 'cuda'"]),
+    ("t8_rank_vs_weight_decay", {"rank_tol": 0.05}, ["'rank_tol'", "0.05", "0.01 or 0.001"]),
+    ("t8_rank_vs_weight_decay", {"weight_decays": [0.1, 0.1]}, ["'weight_decays'", "at least 2 distinct"]),
+    ("derivation_theorem_a", {"layer": 5}, ["'layer' = 5", "1..4"]),
+    ("derivation_theorem_a", {"hidden": [8, 8], "layer": 3}, None),                # a rule sees both values
+    ("e2_proportional_to_tcv", {"dim": 5}, ["'dim' = 5", "> every K (here > 10)"]),
+    ("e2_proportional_to_tcv", {"spreads": [0.1, 0.2, 0.2, 0.4]}, ["'spreads'", "none repeated"]),
+    ("e4_no_loss_barrier", {"penalties": [1.0, 0.1]}, ["'penalties'", "increasing"]),
+    ("e4b_dnc1_optimality", {"fact_dim": 10}, ["'fact_dim' = 10", ">= fact_classes * fact_per_class = 32"]),
+    ("e4b_dnc1_optimality", {"spread_grid": [0.0, 0.5]}, ["'spread_grid'", "holding 0 and 1"]),
+    ("e6_low_rank_compression", {"widths": [784, 128, 10]}, ["'widths'", "at least 2 hidden widths"]),
+    ("e6_low_rank_compression", {"test_per_class": 0}, ["'test_per_class' = 0", "-1"]),
+    ("e3_residual_networks", {"widths": [784, 64, 128, 10]}, ["'widths'", "equal hidden widths"]),
+    ("e1_rank_vs_weight_decay", {"datasets": ["mnist", "mnist"]}, ["'datasets'", "distinct"]),
+    ("e8_theorem_a_bites", {"checkpoints": [0, 100]}, ["'checkpoints'", "[0, epochs) = [0, 100)"]),
+    ("t6_tcv_propagation", {"early_epochs": 5, "epochs": 4}, ["'early_epochs' = 5", "1..4"]),
+    ("t9_rank_vs_tcv", {"tcv_column": "tcv3"}, ["'tcv_column'", "'tcv1', 'tcv2' or 'tcv_ratio'"]),
+    ("t2_rank_tcv_bound", {"seeds": "[0, 1"}, ["'seeds' = '[0, 1'", "a non-empty list of integers >= 0"]),
+])
+def test_bad_notebook_values_are_one_line_naming_the_parameter(name, values, needles):
+    ns = {**field_defaults(MODELS[name]), **values}
+    if needles is None:
+        validate_parameters(name, ns)
+        assert all(ns[k] == v for k, v in values.items())
+        return
+    with pytest.raises(ConfigError) as info:
+        validate_parameters(name, ns)
+    msg = str(info.value)
+    assert "\n" not in msg and "is not allowed: expected" in msg and "pass it with papermill as -y" in msg
+    for n in needles:
+        assert n in msg, msg
 
 
 def _notebook(path, param_src, body):
@@ -92,7 +190,7 @@ def _notebook(path, param_src, body):
     nb.metadata["language_info"] = {"name": "python"}
     params = nbformat.v4.new_code_cell(param_src)
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import nrc_companion\nnrc_companion.typed_parameters(globals())"),
+    nb.cells = [params, nbformat.v4.new_code_cell(MODEL_SRC + "validate_parameters(Example, globals())"),
                 nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
 
@@ -127,6 +225,17 @@ def test_papermill_cli_unknown_parameter_fails_the_run(tmp_path):
     assert r.returncode != 0
     assert "unknown parameter 'seed' (did you mean 'seeds'?)" in r.stdout + r.stderr
     assert not (tmp_path / "ran").exists()
+
+
+def test_no_notebook_checks_its_parameters_inline():
+    """One way to check: the model. No ``raise ValueError`` is left in a notebook's code cells."""
+    import json
+
+    for name in NOTEBOOKS:
+        cells = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "raise ValueError" not in code, name
+        assert f'validate_parameters("{name}", globals())' in code, name
 
 
 # ------------------------------------------------------------------------------------------------
