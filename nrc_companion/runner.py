@@ -19,6 +19,12 @@ environment variables set for the kernel (and restored afterwards):
 * ``PYTHONPATH`` gets the directory holding the running ``nrc`` package first, so the kernel
   imports the same ``nrc`` as the runner (also from a plain checkout).
 
+Each notebook runs in a kernel of its own, :mod:`nrc_companion.kernel` (ipykernel with the
+notebooks' libraries already imported). When the kernels leave a core idle (``--threads`` below
+the cores), the next notebook's kernel starts while the current notebook runs, so its start-up and
+imports overlap that notebook (``where.kernel_started_ahead`` in ``status.json``; the notebook's
+``seconds`` then leave them out). The executed copy is written when the notebook ends, ok or not.
+
 A run is resumable: a notebook already ok in ``<out>/status.json`` for the same profile and the
 same source hash (source notebook, ``nrc/*.py``, parameters) is skipped (``--no-resume`` reruns
 all); training resumes through the cache and its checkpoints. Executed copies store papermill's
@@ -65,20 +71,88 @@ TIMING_ENV = "NRC_TIMING_FILE"
 
 
 def _kernel_manager(log_path: Path):
-    """A kernel manager whose kernel writes its stderr to ``log_path``, not the user's terminal.
+    """A kernel manager whose kernel preloads the notebooks' libraries and writes its stderr to ``log_path``.
 
-    A kernel left behind by Ctrl-C otherwise prints its own shutdown traceback (ZMQError) and
-    start-up warnings under the runner's one-line message; cell errors still reach the notebook.
+    A Python kernel whose spec runs ``-m ipykernel_launcher`` runs ``-m nrc_companion.kernel``
+    instead: the same kernel, with :data:`nrc_companion.kernel.PRELOADED` imported before it
+    answers (other kernels start as their spec says). Its stderr goes to ``log_path``, not the
+    user's terminal: a kernel left behind by Ctrl-C otherwise prints its own shutdown traceback
+    (ZMQError) and start-up warnings under the runner's one-line message; cell errors still reach
+    the notebook. The manager keeps the last client it made (``last_client``), so whoever started
+    the kernel can close that client's channels when it stops the kernel.
     """
     from jupyter_client.manager import AsyncKernelManager
 
-    class QuietKernelManager(AsyncKernelManager):
+    class RunnerKernelManager(AsyncKernelManager):
+        last_client = None
+
         async def _async_pre_start_kernel(self, **kw):
             cmd, kw = await super()._async_pre_start_kernel(**kw)
+            if list(cmd[1:3]) == ["-m", "ipykernel_launcher"]:
+                cmd = [cmd[0], "-m", "nrc_companion.kernel", *cmd[3:]]
             kw["stderr"] = open(log_path, "ab")  # noqa: SIM115 - the kernel process owns it
             return cmd, kw
 
-    return QuietKernelManager
+        def client(self, **kw):
+            self.last_client = super().client(**kw)
+            return self.last_client
+
+    return RunnerKernelManager
+
+
+def _start_kernel(kernel: str, env: dict[str, str], cwd: Path, log_path: Path):
+    """Launch a notebook's kernel now, without waiting for it; return its started manager.
+
+    The kernel loads :data:`nrc_companion.kernel.PRELOADED` while the caller goes on (papermill
+    waits for it to answer when the notebook starts).
+    """
+    from jupyter_core.utils import run_sync
+
+    km = _kernel_manager(log_path)(kernel_name=kernel)
+    run_sync(km.start_kernel)(env=env, cwd=str(cwd))
+    return km
+
+
+def _quiet_dead_kernel_tasks() -> None:
+    """After Ctrl-C: papermill's cell task ends in DeadKernelError when its kernel is stopped, and
+    nobody awaits it any more; asyncio would print that as a traceback under the runner's one-line
+    message. Other errors are still reported."""
+    from jupyter_core.utils import ensure_event_loop
+    from nbclient.exceptions import DeadKernelError
+
+    def handler(loop, context):
+        if not isinstance(context.get("exception"), DeadKernelError):
+            loop.default_exception_handler(context)
+
+    ensure_event_loop().set_exception_handler(handler)
+
+
+@contextmanager
+def _kernels_stopped():
+    """A dict for kernels started ahead of their notebooks; any left in it at the end are stopped
+    (a failed or interrupted run leaves no kernel behind)."""
+    kernels: dict = {}
+    try:
+        yield kernels
+    finally:
+        for km in kernels.values():
+            _stop_kernel(km)
+
+
+def _stop_kernel(km) -> None:
+    """Kill a notebook's kernel at once and close the client papermill made for it.
+
+    Nothing is lost by not waiting for a graceful exit: cells write their records, tables, cache
+    entries and timing files before they return, each atomically.
+    """
+    from jupyter_core.utils import run_sync
+
+    if km.last_client is not None:
+        km.last_client.stop_channels()
+    if run_sync(km.is_alive)():
+        run_sync(km.shutdown_kernel)(now=True)
+    else:  # it died, or papermill stopped it on Ctrl-C: only the connection files are left
+        run_sync(km.cleanup_resources)()
 VERSION_PACKAGES = ("torch", "numpy", "scipy", "pandas", "matplotlib", "papermill", "nrc")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -505,13 +579,57 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         write_status(None)
 
     queued = {}
-    with _environ(kernel_env):
-        for name in names:
+    plan = []  # (name, its parameters, source hash, whether an earlier run already did it)
+    for name in names:
+        params = _parameters(profile, name, declared)
+        source_hash = _source_hash(notebooks_dir / f"{name}.ipynb", params)
+        old = done.get(name)
+        plan.append((name, params, source_hash, old is not None and old.get("source_hash") == source_hash
+                     and (out_dir / f"{name}.ipynb").is_file()))
+    to_run = [name for name, *_, skip in plan if not skip]
+    # Notebooks run here, one after the other, each in a kernel of its own that starts (and
+    # imports the notebooks' libraries, see nrc_companion.kernel) while the previous notebook
+    # runs -- when the kernels leave a core idle (threads below the cores). With every core
+    # training, a kernel starting beside them would slow the training more than it saves.
+    ahead = pool is None and n_threads < (os.cpu_count() or 1)
+
+    def start_kernel(name: str):
+        train_log = train_logs / f"{name}.jsonl"
+        train_log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, TRAIN_LOG_ENV: str(train_log), TIMING_ENV: str(_timing_path(train_log))}
+        return _start_kernel(kernel, env, notebooks_dir, train_logs / f"{name}.kernel.log")
+
+    def run_here(name, params, source_hash, src, dst, train_log, kernels):
+        start, error, details = time.perf_counter(), None, None
+        started_ahead = name in kernels
+        km = kernels.pop(name) if started_ahead else start_kernel(name)
+        later = to_run[to_run.index(name) + 1:]
+        if ahead and later:
+            kernels[later[0]] = start_kernel(later[0])
+        try:
+            # The executed copy is written once, when the notebook ends (ok or failed), not after
+            # every cell: papermill's saves cost up to ~0.15 s each, twice per cell.
+            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel, km=km,
+                                cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout,
+                                request_save_on_cell_execute=False,
+                                # the kernel answers once it has imported the notebooks' libraries:
+                                # under load that can pass papermill's default of 60 s
+                                start_timeout=600)
+        except Exception as e:  # noqa: BLE001 - record any failure and go on with the next notebook
+            error, details = _error_text(e)
+        except BaseException:  # Ctrl-C: the kernel is stopped on purpose, its cell task left behind
+            _quiet_dead_kernel_tasks()
+            raise
+        finally:
+            _stop_kernel(km)
+        finish(name, params, source_hash, dst, train_log, time.perf_counter() - start, error, details,
+               {"executor": "local", "host": platform.node(), "kernel_started_ahead": started_ahead})
+
+    with _environ(kernel_env), _kernels_stopped() as kernels:
+        for name, params, source_hash, skip in plan:
             src, dst = notebooks_dir / f"{name}.ipynb", out_dir / f"{name}.ipynb"
-            params = _parameters(profile, name, declared)
-            source_hash = _source_hash(src, params)
-            old = done.get(name)
-            if old is not None and old.get("source_hash") == source_hash and dst.is_file():
+            if skip:
+                old = done[name]
                 entries[name] = dict(old, skipped=True)
                 report.runs.append(NotebookRun(name, float(old.get("seconds") or 0), True, None, None, dst))
                 log(f"{name:<{width}}  {'skipped':>10}  ok (same profile and sources as the earlier run)")
@@ -529,16 +647,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
                                        kernel_log=str(train_logs / f"{name}.kernel.log")))
                 queued[name] = (params, source_hash, dst, train_log)
                 continue
-            start, error, details = time.perf_counter(), None, None
-            try:
-                with _environ({TRAIN_LOG_ENV: str(train_log), TIMING_ENV: str(_timing_path(train_log))}):
-                    pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel,
-                                        cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout,
-                                        kernel_manager_class=_kernel_manager(train_logs / f"{name}.kernel.log"))
-            except Exception as e:  # noqa: BLE001 - record any failure and go on with the next notebook
-                error, details = _error_text(e)
-            finish(name, params, source_hash, dst, train_log, time.perf_counter() - start, error, details,
-                   {"executor": "local", "host": platform.node()})
+            run_here(name, params, source_hash, src, dst, train_log, kernels)
         if pool is not None:
             for name, out in pool.results():
                 finish(name, *queued[name], out["seconds"], out["error"], out["details"], out["where"])

@@ -177,9 +177,13 @@ def test_add_reproduce_arguments_mounts_as_subcommand():
 
 def test_resume_skips_ok_notebooks_with_same_sources(repo):
     out = repo / "out"
-    reproduce("tiny", notebooks_dir=repo / "notebooks", out_dir=out, log=lambda s: None)
+    reproduce("tiny", notebooks_dir=repo / "notebooks", out_dir=out, log=lambda s: None, threads=1)
     first = json.loads((out / "status.json").read_text())
     good1 = {e["name"]: e for e in first["notebooks"]}["good"]
+    # one thread leaves a core idle (on more than one core): the second notebook's kernel started
+    # while the first ran; the first's could not
+    ahead = {e["name"]: e["where"]["kernel_started_ahead"] for e in first["notebooks"]}
+    assert ahead == {"bad": False, "good": (os.cpu_count() or 1) > 1}
     assert good1["skipped"] is False and good1["source_hash"]
     lines = []
     report = reproduce("tiny", only=["good"], notebooks_dir=repo / "notebooks", out_dir=out, log=lines.append)
@@ -243,3 +247,14 @@ def test_bad_threads_argument_exits_2(repo, capsys):
     assert main(args(repo, "--threads", "zero")) == 2
     assert "--threads must be 'auto' or an integer >= 1" in capsys.readouterr().err
     assert not (repo / "out").exists()
+
+
+def test_the_runners_kernel_preloads_importable_modules():
+    """Every module the runner's kernel imports before it answers exists (a stale name would kill
+    every kernel at start-up)."""
+    import importlib
+
+    from nrc_companion.kernel import PRELOADED
+
+    for name in PRELOADED:
+        importlib.import_module(name)
