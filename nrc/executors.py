@@ -46,7 +46,8 @@ from typing import Callable, Iterator
 
 __all__ = ["EXECUTORS", "EXECUTOR_ENV", "Executor", "ExecutorError", "ShardError", "parse_executor",
            "require_engine", "member_memory", "plan_shards", "train_shards", "sbatch_script",
-           "add_executor_arguments", "executor_from_args", "NotebookPool", "CLUSTER_KEYS"]
+           "add_executor_arguments", "executor_from_args", "CLUSTER_KEYS", "ray_init", "shard_slots",
+           "submitit_parameters", "submitit_folder", "as_completed", "one_line", "where_running"]
 
 EXECUTORS = ("local", "ray", "slurm")
 #: Environment variable holding the executor of ``ResultStore.train`` when none is passed.
@@ -359,7 +360,7 @@ def plan_shards(n: int, per_member: int, shared: int, spec: Executor, slots: int
 # one shard (runs on a worker)
 
 
-def _where(kind: str) -> dict:
+def where_running(kind: str) -> dict:
     out = {"executor": kind, "host": socket.gethostname(), "pid": os.getpid()}
     for var, key in (("SLURM_JOB_ID", "slurm_job"), ("SLURM_ARRAY_TASK_ID", "slurm_array_task"),
                      ("SUBMITIT_LOCAL_JOB_ID", "submitit_local_job")):
@@ -394,7 +395,7 @@ def train_shard(arch, data, members, config, *, device=None, checkpoint=None, th
         checkpoint = Path(tempfile.gettempdir()) / "nrc-checkpoints" / checkpoint[1]
     sweep = train(arch, data, members, config, device=device, checkpoint=checkpoint, progress=False,
                   callback=callback)
-    env = dict(environment(), where=_where(kind))
+    env = dict(environment(), where=where_running(kind))
     return [_member_entry(sweep, j, m, env) for j, m in enumerate(sweep.members)]
 
 
@@ -410,7 +411,7 @@ def _describe(members: list[dict]) -> str:
     return "[" + ", ".join(names[:4]) + (f", ... {len(names)} members" if len(names) > 4 else "") + "]"
 
 
-def _slots(spec: Executor) -> int:
+def shard_slots(spec: Executor) -> int:
     """How many shards can run at once."""
     if spec.workers:
         return spec.workers
@@ -444,7 +445,7 @@ def ray_init(spec: Executor):
     return ray
 
 
-def _submitit_parameters(spec: Executor, n: int, name: str = "nrc-shard") -> dict:
+def submitit_parameters(spec: Executor, n: int, name: str = "nrc-shard") -> dict:
     """AutoExecutor parameters of one shard's job (generic ones, and ``slurm_``-prefixed ones)."""
     params = {"name": name, "timeout_min": spec.time_limit_min, "cpus_per_task": spec.cpus_per_shard,
               "gpus_per_node": spec.gpus_per_shard or None, "mem_gb": spec.mem_gb,
@@ -454,7 +455,7 @@ def _submitit_parameters(spec: Executor, n: int, name: str = "nrc-shard") -> dic
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _log_folder(spec: Executor, root: Path) -> Path:
+def submitit_folder(spec: Executor, root: Path) -> Path:
     return Path(spec.log_folder) if spec.log_folder else Path(root) / "cluster-logs"
 
 
@@ -473,7 +474,7 @@ def sbatch_script(spec: Executor, n_shards: int, folder) -> str:
             return 2
 
     ex = _ScriptOnly(folder)
-    params = {k.removeprefix("slurm_"): v for k, v in _submitit_parameters(spec, n_shards).items()}
+    params = {k.removeprefix("slurm_"): v for k, v in submitit_parameters(spec, n_shards).items()}
     ex.update_parameters(**ex._convert_parameters(params))
     ex.parameters["map_count"] = n_shards
     return ex._make_submission_file_text(ex._submitit_command_str, "preview")
@@ -508,7 +509,7 @@ def train_shards(spec: Executor, arch, data, members: list[dict], keys: list[str
     datasets = list(data) if per_member else None
     if spec.kind == "ray":
         ray_init(spec)
-    slots = _slots(spec)
+    slots = shard_slots(spec)
     n_train = (datasets[0] if per_member else data).x_train.shape[0]
     per, shared = member_memory(arch, config, n_train, per_member)
     sizes, why = plan_shards(len(members), per, shared, spec, slots)
@@ -553,12 +554,12 @@ def train_shards(spec: Executor, arch, data, members: list[dict], keys: list[str
                 land(s, ray.get(done[0]))
             except Exception as e:  # noqa: BLE001 - a failed shard is reported by name, the others land
                 failures.append((f"shard {s + 1}/{len(shards)} {_describe([members[i] for i in shards[s]])}",
-                                 _one_line(e)))
+                                 one_line(e)))
     else:
         submitit = engine
-        folder = _log_folder(spec, root)
+        folder = submitit_folder(spec, root)
         ex = submitit.AutoExecutor(folder=str(folder), cluster=spec.slurm_cluster)
-        ex.update_parameters(**_submitit_parameters(spec, len(shards)))
+        ex.update_parameters(**submitit_parameters(spec, len(shards)))
         calls = [payload(idx) for idx in shards]
 
         def submit_many(ss):
@@ -572,7 +573,7 @@ def train_shards(spec: Executor, arch, data, members: list[dict], keys: list[str
         attempts = {s: 0 for s in range(len(shards))}
         pending = submit_many(list(range(len(shards))))
         while pending:
-            job = next(j for j in _as_completed(list(pending)))
+            job = next(j for j in as_completed(list(pending)))
             s = pending.pop(job)
             try:
                 land(s, job.result())
@@ -580,11 +581,11 @@ def train_shards(spec: Executor, arch, data, members: list[dict], keys: list[str
                 if attempts[s] < spec.retries:
                     attempts[s] += 1
                     if log:
-                        log(f"nrc: shard {s + 1}/{len(shards)} failed ({_one_line(e)}); retry {attempts[s]} of {spec.retries}")
+                        log(f"nrc: shard {s + 1}/{len(shards)} failed ({one_line(e)}); retry {attempts[s]} of {spec.retries}")
                     pending.update(submit_many([s]))
                 else:
                     failures.append((f"shard {s + 1}/{len(shards)} {_describe([members[i] for i in shards[s]])} "
-                                     f"(job {job.job_id}, logs in {folder})", _one_line(e)))
+                                     f"(job {job.job_id}, logs in {folder})", one_line(e)))
     seconds = time.perf_counter() - t0
     if failures:
         raise ShardError(failures, len(shards))
@@ -596,7 +597,7 @@ def _shard_call(fn, arch, data, members, config, device, checkpoint, threads, ca
               callback=callback, kind="slurm")
 
 
-def _as_completed(jobs, poll: float = 0.2) -> Iterator:
+def as_completed(jobs, poll: float = 0.2) -> Iterator:
     """submitit jobs in the order they finish (polling; submitit.helpers.as_completed does the same)."""
     while True:
         for j in jobs:
@@ -606,106 +607,10 @@ def _as_completed(jobs, poll: float = 0.2) -> Iterator:
         time.sleep(poll)
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text[:300]
-
-
-# ----------------------------------------------------------------------------------------------
-# notebooks in parallel (nrc reproduce --executor ray|slurm)
-
-
-def run_notebook(src: str, dst: str, parameters: dict, *, kernel: str, cwd: str, timeout, env: dict,
-                 kernel_log: str, kind: str = "local") -> dict:
-    """Execute one notebook with papermill under ``env``; return its outcome and where it ran.
-
-    Runs in a Ray task or a submitit job (or here); the output notebook and the records land
-    in the paths given, which on a cluster must be a shared filesystem.
-    """
-    import papermill as pm
-
-    from nrc_companion.runner import _environ, _error_text, _kernel_manager
-
-    start, error, details = time.perf_counter(), None, None
-    try:
-        with _environ(env):
-            pm.execute_notebook(src, dst, parameters=parameters, kernel_name=kernel, cwd=cwd, progress_bar=False,
-                                execution_timeout=timeout, kernel_manager_class=_kernel_manager(Path(kernel_log)))
-    except Exception as e:  # noqa: BLE001 - reported in the notebook's status entry
-        error, details = _error_text(e)
-    return {"seconds": time.perf_counter() - start, "error": error, "details": details, "where": _where(kind)}
-
-
-class NotebookPool:
-    """Runs notebooks in parallel on Ray (one task each) or SLURM (one job each).
-
-    Ray: a notebook task asks for no CPU of its own, because its kernel's training goes to shard
-    tasks on the same cluster (through ``$NRC_EXECUTOR``), and a task holding CPUs while it waits
-    for its own shards could deadlock a small cluster; instead at most ``workers`` notebooks run
-    at once (default: the cluster's CPUs / ``cpus_per_shard``). SLURM: each notebook is one job with
-    a shard's resources, and its kernel trains inside that job (``$NRC_EXECUTOR=local``), since
-    a job does not submit jobs.
-    """
-
-    def __init__(self, spec: Executor, root: Path, log: Callable[[str], None] = print):
-        self.spec, self.root, self.log = spec, Path(root), log
-        self.engine = require_engine(spec.kind)
-        self.queue: list[tuple[str, dict]] = []
-        if spec.kind == "ray":
-            ray_init(spec)
-            self.width = _slots(spec) if not spec.workers else spec.workers
-
-    def kernel_executor(self) -> str:
-        """``$NRC_EXECUTOR`` for the kernels: Ray shards onto this cluster; SLURM trains in the job."""
-        if self.spec.kind == "ray":
-            address = self.spec.address
-            if not address or address == "auto":
-                address = self.engine.get_runtime_context().gcs_address
-            return self.spec.replace(address=address).to_env()
-        return "local"
-
-    def submit(self, name: str, call: dict) -> None:
-        self.queue.append((name, call))
-
-    def results(self) -> Iterator[tuple[str, dict]]:
-        """(notebook, outcome) in the order the notebooks finish."""
-        if not self.queue:
-            return
-        if self.spec.kind == "ray":
-            ray = self.engine
-            task = ray.remote(run_notebook).options(num_cpus=0, max_retries=0)
-            queue, pending = list(self.queue), {}
-            while queue or pending:
-                while queue and len(pending) < max(1, self.width):
-                    name, call = queue.pop(0)
-                    pending[task.remote(**call, kind="ray")] = name
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # a timeout lets Ctrl-C through
-                if not done:
-                    continue
-                name = pending.pop(done[0])
-                try:
-                    yield name, ray.get(done[0])
-                except Exception as e:  # noqa: BLE001 - the task itself died
-                    yield name, {"seconds": 0.0, "error": _one_line(e), "details": _one_line(e),
-                                 "where": {"executor": "ray"}}
-            return
-        ex = self.engine.AutoExecutor(folder=str(_log_folder(self.spec, self.root)), cluster=self.spec.slurm_cluster)
-        ex.update_parameters(**_submitit_parameters(self.spec, len(self.queue), name="nrc-notebook"))
-        jobs = ex.map_array(_notebook_call, [c for _, c in self.queue])
-        pending = {j: n for j, (n, _) in zip(jobs, self.queue)}
-        while pending:
-            job = next(_as_completed(list(pending)))
-            name = pending.pop(job)
-            try:
-                yield name, job.result()
-            except Exception as e:  # noqa: BLE001 - the job died (killed, time limit)
-                yield name, {"seconds": 0.0, "error": _one_line(e), "details": _one_line(e),
-                             "where": {"executor": "slurm", "job": job.job_id}}
-
-
-def _notebook_call(call: dict) -> dict:
-    return run_notebook(**call, kind="slurm")
 
 
 # ----------------------------------------------------------------------------------------------

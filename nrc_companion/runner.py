@@ -437,6 +437,35 @@ def _relativize(nb_path: Path, repo: Path) -> None:
     os.replace(tmp, nb_path)
 
 
+def run_notebook(src: str, dst: str, parameters: dict, *, kernel: str, cwd: str, timeout, env: dict,
+                 kernel_log: str, kind: str) -> dict:
+    """Execute one notebook with papermill under ``env``; return its outcome and where it ran.
+
+    What :class:`~nrc_companion.pool.NotebookPool` runs in a Ray task or a SLURM job (``kind``):
+    the executed copy and the records land in the paths given, which on a cluster must lie on a
+    shared filesystem.
+
+    Returns
+    -------
+    dict
+        ``seconds`` (wall), ``error`` (one line, or None), ``details`` (the traceback's last
+        lines) and ``where`` (:func:`nrc.executors.where_running`).
+    """
+    import papermill as pm
+
+    from nrc.executors import where_running
+
+    start, error, details = time.perf_counter(), None, None
+    try:
+        with _environ(env):
+            pm.execute_notebook(src, dst, parameters=parameters, kernel_name=kernel, cwd=cwd, progress_bar=False,
+                                execution_timeout=timeout, kernel_manager_class=_kernel_manager(Path(kernel_log)))
+    except Exception as e:  # noqa: BLE001 - reported in the notebook's status entry
+        error, details = _error_text(e)
+    return {"seconds": time.perf_counter() - start, "error": error, "details": details,
+            "where": where_running(kind)}
+
+
 def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, notebooks_dir="notebooks",
               out_dir="book/executed", kernel: str = "python3", timeout: float | None = None,
               threads: str | int | None = "auto", resume: bool = True,
@@ -468,7 +497,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         Receives one line per notebook as it finishes and the final summary.
     executor : str, dict or nrc.executors.Executor, optional
         ``"ray"`` / ``"slurm"``: run the notebooks in parallel, one Ray task or SLURM job each
-        (:class:`nrc.executors.NotebookPool`), and set ``$NRC_EXECUTOR`` for their kernels so
+        (:class:`nrc_companion.pool.NotebookPool`), and set ``$NRC_EXECUTOR`` for their kernels so
         ``ResultStore.train`` shards their training (Ray); notebooks sharing a sweep train each
         member once (per-member locks in the cache). Default: one notebook after the other, here.
     overrides : dict, optional
@@ -493,12 +522,14 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     declared = validate_profile(profile, notebooks_dir)
     pool = None
     if executor is not None:
-        from nrc.executors import NotebookPool, parse_executor
+        from nrc.executors import parse_executor
+
+        from .pool import NotebookPool
 
         spec = parse_executor(executor)
         if spec.kind != "local":
             cache = os.environ.get("NRC_CACHE_DIR") or str(notebooks_dir.parent / ".nrc-cache")
-            pool = NotebookPool(spec, Path(cache), log=log)
+            pool = NotebookPool(spec, Path(cache), run_notebook, log=log)
     names = list(profile.notebooks)
     if only is not None:
         only = [only] if isinstance(only, str) else list(only)

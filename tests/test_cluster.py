@@ -319,7 +319,9 @@ def test_set_overrides_every_notebook_that_declares_the_parameter(tmp_path, caps
     from nrc_companion.runner import _apply_overrides
 
     profile = load_profile(REPO / "profiles" / "paper.yaml", REPO / "notebooks")
-    notes = _apply_overrides(profile, {"epochs": 1, "refine_steps": 0, "t1_stationarity.refine_steps": [0]},
+    # the overrides of the CPU run of book/cluster.md: budgets tied to epochs follow them down
+    notes = _apply_overrides(profile, {"epochs": 1, "refine_steps": 0, "t1_stationarity.refine_steps": [0],
+                                       "early_epochs": 1, "e8_theorem_a_bites.checkpoints": [0]},
                              REPO / "notebooks")
     with_epochs = [n for n, v in profile.notebooks.items() if "epochs" in v]
     assert len(with_epochs) >= 15 and all(profile.notebooks[n]["epochs"] == 1 for n in with_epochs)
@@ -336,6 +338,7 @@ def test_set_overrides_every_notebook_that_declares_the_parameter(tmp_path, caps
 
 NOTEBOOK = '''\
 import nrc
+import nrc_companion
 data = nrc.make_gaussian_mixture(num_classes=3, dim=5, per_class=10, spread=0.5, seed=0)
 arch = nrc.Architecture((5, 8, 3))
 sweep = nrc.ResultStore().train(arch, data, nrc.grid(weight_decay=[1e-3, 1e-2], seed=[0, 1]),
@@ -370,3 +373,32 @@ def test_reproduce_on_ray_runs_notebooks_in_parallel_and_trains_a_shared_sweep_o
     assert all(e["parameters"]["epochs"] == 2 for e in entries.values())
     assert sum(e["members_trained"] for e in entries.values()) == 4  # the shared sweep trained once
     assert sum(e["members_loaded"] for e in entries.values()) == 4
+
+
+@cluster
+def test_reproduce_smoke_profile_on_ray_runs_every_notebook_and_trains_each_member_once(local_ray, tmp_path,
+                                                                                       monkeypatch, need_data):
+    """``nrc reproduce --profile smoke --executor ray`` on a local Ray cluster of 2 CPUs: every notebook
+    ok, run on Ray, and no cache member trained twice although notebooks share sweeps (T2, T3 and
+    T4 read one): the members trained, summed over every notebook's training log, equal the
+    entries in the (fresh) cache, and the entries say they were trained in Ray shards."""
+    from nrc_companion.profiles import load_profile
+    from nrc_companion.runner import reproduce
+
+    need_data("mnist")
+    need_data("fashion-mnist")
+    monkeypatch.setenv("NRC_CACHE_DIR", str(tmp_path / "cache"))
+    t0 = time.perf_counter()
+    report = reproduce("smoke", notebooks_dir=REPO / "notebooks", out_dir=tmp_path / "out", threads=1,
+                       executor=Executor(kind="ray", workers=2), log=lambda s: None)
+    print(f"smoke profile on Ray (2 CPUs): {time.perf_counter() - t0:.0f} s")
+    assert report.ok, report.failures
+    entries = json.loads((tmp_path / "out" / "status.json").read_text())["notebooks"]
+    assert [e["name"] for e in entries] == list(load_profile("smoke", REPO / "notebooks").notebooks)
+    assert all(e["ok"] and e["where"]["executor"] == "ray" for e in entries)
+    files = list((tmp_path / "cache" / "members").glob("*.pt"))
+    trained = sum(e["members_trained"] for e in entries)
+    assert trained == len(files) > 0  # a member trained twice would count twice but lie once on disk
+    assert {torch.load(p, weights_only=False)["meta"]["where"]["executor"] for p in files} == {"ray"}
+    readers = [e["name"] for e in entries if e["members_trained"] == 0 and e["members_loaded"] > 0]
+    assert readers  # notebooks whose sweep another notebook trained: loaded, not trained again
