@@ -16,7 +16,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
@@ -178,25 +181,73 @@ def _smoke_reusable(out: Path) -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> SmokeRun:
-    """The smoke run: executed once per session into a temporary folder, or an earlier one reused.
+#: The fixtures that read the smoke run; a session with a test using one of them starts the run.
+SMOKE_FIXTURES = {"smoke_run", "smoke_dir", "smoke_records", "record"}
+#: What the child process of the smoke run writes beside it: the SmokeRun as JSON, and its output.
+SMOKE_RESULT, SMOKE_LOG = "smoke-run.json", "smoke-run.log"
 
-    By default the smoke profile is executed (via the runner) into a temporary folder, never into
-    the repository. ``NRC_SMOKE_DONE=1`` reuses the run in ``$NRC_SMOKE_OUT`` (default
-    ``book/executed``) instead, but only when it matches the current commit, profile and sources
-    (see :func:`_smoke_reusable`); otherwise the test session fails with the reason.
-    ``NRC_SMOKE_PROFILE`` and ``NRC_SMOKE_NOTEBOOKS`` run another profile / notebook folder (the
-    tests of this fixture use them).
+
+def smoke_child(profile_name: str, notebooks_dir: str, out: str) -> None:
+    """In the child process: :func:`run_smoke`, its outcome written to ``out/SMOKE_RESULT``."""
+    run = run_smoke(profile_name, Path(notebooks_dir), Path(out))
+    (Path(out) / SMOKE_RESULT).write_text(json.dumps({**asdict(run), "out": str(run.out)}))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def smoke_started(request, tmp_path_factory):
+    """Start the smoke run as the session starts, in a child process, when a test will read it.
+
+    The notebooks then run on one core while the session's other tests (the book build, the
+    unit tests) run on the other; the first notebook test waits for the run (``smoke_run``).
+    Yields ``(process, folder)``, or None when no collected test reads the run or
+    ``NRC_SMOKE_DONE=1`` reuses an earlier one. ``NRC_SMOKE_PROFILE`` and ``NRC_SMOKE_NOTEBOOKS``
+    run another profile / notebook folder (the tests of this fixture use them).
+    """
+    if os.environ.get("NRC_SMOKE_DONE") == "1" or not any(
+            SMOKE_FIXTURES & set(getattr(item, "fixturenames", ())) for item in request.session.items):
+        yield None
+        return
+    out = tmp_path_factory.mktemp("smoke-run")
+    notebooks = Path(os.environ.get("NRC_SMOKE_NOTEBOOKS") or REPO / "notebooks").resolve()
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import conftest; "
+            f"conftest.smoke_child({os.environ.get('NRC_SMOKE_PROFILE') or 'smoke'!r}, {str(notebooks)!r}, "
+            f"{str(out)!r})")
+    with open(out / SMOKE_LOG, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own group: its kernels end with it
+    try:
+        yield proc, out
+    finally:
+        if proc.poll() is None:  # the session ended first (-x, Ctrl-C): stop the run and its kernels
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_started) -> SmokeRun:
+    """The smoke run: the one started with the session (waited for here), or an earlier one reused.
+
+    By default the smoke profile is executed (via the runner, in a child process started by
+    ``smoke_started``) into a temporary folder, never into the repository. ``NRC_SMOKE_DONE=1``
+    reuses the run in ``$NRC_SMOKE_OUT`` (default ``book/executed``) instead, but only when it
+    matches the current commit, profile and sources (see :func:`_smoke_reusable`); otherwise the
+    test session fails with the reason.
     """
     if os.environ.get("NRC_SMOKE_DONE") == "1":
         out = Path(os.environ.get("NRC_SMOKE_OUT") or EXECUTED).resolve()
         why = _smoke_reusable(out)
         assert why is None, f"NRC_SMOKE_DONE=1 but the smoke run cannot be reused: {why}"
         return SmokeRun(out)
-    notebooks = Path(os.environ.get("NRC_SMOKE_NOTEBOOKS") or REPO / "notebooks")
-    return run_smoke(os.environ.get("NRC_SMOKE_PROFILE") or "smoke", notebooks,
-                     tmp_path_factory.mktemp("smoke-run"))
+    assert smoke_started is not None, "smoke_run is used, but the session did not start the smoke run"
+    proc, out = smoke_started
+    proc.wait()
+    try:
+        found = json.loads((out / SMOKE_RESULT).read_text())
+    except (OSError, ValueError):
+        tail = (out / SMOKE_LOG).read_text(errors="replace").splitlines()[-30:]
+        pytest.fail(f"the smoke run ended (exit {proc.returncode}) without its outcome; its last lines:\n"
+                    + "\n".join(tail), pytrace=False)
+    return SmokeRun(Path(found["out"]), found["failures"], found["left_out"])
 
 
 @pytest.fixture(scope="session")
