@@ -72,7 +72,7 @@ class TrainConfig:
     refine_snapshots : tuple of int
         L-BFGS budgets below ``refine_steps`` (0: SGD alone) whose results are kept as well:
         :meth:`Sweep.refined_at` gives, for each, exactly what a separate run with that
-        ``refine_steps`` gives, from one refinement (see :func:`_lbfgs_member`). L-BFGS only.
+        ``refine_steps`` gives, from one refinement (see ``_lbfgs_member``). L-BFGS only.
     checkpoint_every : int
         Epochs between checkpoints when a checkpoint path is given.
     """
@@ -787,7 +787,7 @@ def _refine_lbfgs(arch, params, x, y, wd, diverged, config, history_size=50):
     ``{budget: (parameters, losses)}`` for ``config.refine_snapshots``: for each budget what this
     function returns with ``refine_steps`` set to it (budget 0: the starting point), from this one
     run, plus separate runs only for members whose budget-``b`` run leaves this run's path
-    (see :func:`_lbfgs_member`).
+    (see ``_lbfgs_member``).
     """
     names = list(params)
     shapes = [tuple(params[k].shape[1:]) for k in names]
