@@ -59,7 +59,8 @@ from .profiles import Profile, ProfileError, load_profile, notebook_parameters, 
 from nrc.provenance import git_state
 
 __all__ = ["reproduce", "RunReport", "NotebookRun", "add_reproduce_arguments",
-           "run_reproduce", "choose_threads", "STATUS_FILE", "TRAIN_LOG_ENV", "VERSION_PACKAGES"]
+           "run_reproduce", "choose_threads", "kernel_environment", "injected_parameters", "source_hash",
+           "training_counts", "apply_overrides", "STATUS_FILE", "TRAIN_LOG_ENV", "VERSION_PACKAGES"]
 
 STATUS_FILE = "status.json"
 #: Markdown fragment with the run's timings, next to status.json (book/performance.md includes it).
@@ -258,7 +259,9 @@ def _environ(updates: dict[str, str | None]):
                 os.environ[k] = v
 
 
-def _kernel_env(profile: Profile, out_dir: Path, repo: Path, threads: int = 1) -> dict[str, str | None]:
+def kernel_environment(profile: Profile, out_dir: Path, repo: Path, threads: int = 1) -> dict[str, str | None]:
+    """The environment variables the runner sets (a value) or unsets (None) for the notebook kernels
+    of a run into ``out_dir`` (listed in this module's docstring)."""
     cache = os.environ.get("NRC_CACHE_DIR")
     pkg_root = str(Path(__file__).resolve().parents[1])
     pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -322,7 +325,9 @@ def _error_text(exc: BaseException) -> tuple[str, str]:
     return short[:300], "\n".join(lines[-8:])
 
 
-def _parameters(profile: Profile, name: str, declared: dict) -> dict:
+def injected_parameters(profile: Profile, name: str, declared: dict) -> dict:
+    """The values papermill injects into notebook ``name``: the profile's, plus ``profile`` when the
+    notebook declares it (``declared``: :func:`~nrc_companion.profiles.validate_profile`'s result)."""
     params = declared[name]
     values = {}
     if "profile" in params:
@@ -350,7 +355,7 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _source_hash(src: Path, params: dict) -> str:
+def source_hash(src: Path, params: dict) -> str:
     """What an executed notebook depends on: its source, the nrc package's code, its parameters."""
     h = hashlib.sha256(src.read_bytes())
     for f in sorted(Path(__file__).resolve().parent.glob("*.py")):
@@ -395,7 +400,7 @@ def _phases(executed: Path, timing_file: Path, seconds: float) -> dict:
     return {k: round(v, 2) for k, v in out.items()}
 
 
-def _training_counts(path: Path) -> dict:
+def training_counts(path: Path) -> dict:
     """Sum the lines ResultStore.train appended to ``path`` (see :data:`TRAIN_LOG_ENV`)."""
     out = {"train_seconds": 0.0, "members_trained": 0, "members_loaded": 0}
     try:
@@ -517,7 +522,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     if not isinstance(profile, Profile):
         profile = load_profile(profile, notebooks_dir)
     if overrides:
-        for note in _apply_overrides(profile, overrides, notebooks_dir):
+        for note in apply_overrides(profile, overrides, notebooks_dir):
             log(f"note: {note}")
     declared = validate_profile(profile, notebooks_dir)
     pool = None
@@ -588,11 +593,11 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         f"{len(names)} notebook{'s' if len(names) != 1 else ''} -> {out_dir}")
     width = max((len(n) for n in names), default=0)
     train_logs = out_dir / "training"
-    kernel_env = _kernel_env(profile, out_dir, repo, n_threads)
+    kernel_env = kernel_environment(profile, out_dir, repo, n_threads)
     if pool is not None:
         kernel_env["NRC_EXECUTOR"] = pool.kernel_executor()
 
-    def finish(name, params, source_hash, dst, train_log, seconds, error, details, where):
+    def finish(name, params, digest, dst, train_log, seconds, error, details, where):
         if dst.is_file():
             try:
                 _relativize(dst, repo)
@@ -602,8 +607,8 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         report.runs.append(run)
         entries[name] = {"name": name, "seconds": round(seconds, 2), "ok": run.ok, "error": error,
                          "profile": profile.name, "started": started, "commit": commit,
-                         "parameters": params, "output": dst.name, "source_hash": source_hash,
-                         "skipped": False, "where": where, **_training_counts(train_log),
+                         "parameters": params, "output": dst.name, "source_hash": digest,
+                         "skipped": False, "where": where, **training_counts(train_log),
                          "phases": _phases(dst, _timing_path(train_log), seconds)}
         log(f"{name:<{width}}  {seconds:8.1f} s  {'ok' if run.ok else 'FAILED: ' + str(run.error)}"
             + (f"  ({where.get('executor')} on {where.get('host')})" if pool is not None else ""))
@@ -612,10 +617,10 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     queued = {}
     plan = []  # (name, its parameters, source hash, whether an earlier run already did it)
     for name in names:
-        params = _parameters(profile, name, declared)
-        source_hash = _source_hash(notebooks_dir / f"{name}.ipynb", params)
+        params = injected_parameters(profile, name, declared)
+        digest = source_hash(notebooks_dir / f"{name}.ipynb", params)
         old = done.get(name)
-        plan.append((name, params, source_hash, old is not None and old.get("source_hash") == source_hash
+        plan.append((name, params, digest, old is not None and old.get("source_hash") == digest
                      and (out_dir / f"{name}.ipynb").is_file()))
     to_run = [name for name, *_, skip in plan if not skip]
     # Notebooks run here, one after the other, each in a kernel of its own that starts (and
@@ -630,7 +635,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         env = {**os.environ, TRAIN_LOG_ENV: str(train_log), TIMING_ENV: str(_timing_path(train_log))}
         return _start_kernel(kernel, env, notebooks_dir, train_logs / f"{name}.kernel.log")
 
-    def run_here(name, params, source_hash, src, dst, train_log, kernels):
+    def run_here(name, params, digest, src, dst, train_log, kernels):
         start, error, details = time.perf_counter(), None, None
         started_ahead = name in kernels
         km = kernels.pop(name) if started_ahead else start_kernel(name)
@@ -653,11 +658,11 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
             raise
         finally:
             _stop_kernel(km)
-        finish(name, params, source_hash, dst, train_log, time.perf_counter() - start, error, details,
+        finish(name, params, digest, dst, train_log, time.perf_counter() - start, error, details,
                {"executor": "local", "host": platform.node(), "kernel_started_ahead": started_ahead})
 
     with _environ(kernel_env), _kernels_stopped() as kernels:
-        for name, params, source_hash, skip in plan:
+        for name, params, digest, skip in plan:
             src, dst = notebooks_dir / f"{name}.ipynb", out_dir / f"{name}.ipynb"
             if skip:
                 old = done[name]
@@ -676,9 +681,9 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
                                        env={**kernel_env, TRAIN_LOG_ENV: str(train_log),
                                             TIMING_ENV: str(_timing_path(train_log))},
                                        kernel_log=str(train_logs / f"{name}.kernel.log")))
-                queued[name] = (params, source_hash, dst, train_log)
+                queued[name] = (params, digest, dst, train_log)
                 continue
-            run_here(name, params, source_hash, src, dst, train_log, kernels)
+            run_here(name, params, digest, src, dst, train_log, kernels)
         if pool is not None:
             for name, out in pool.results():
                 finish(name, *queued[name], out["seconds"], out["error"], out["details"], out["where"])
@@ -688,7 +693,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     return report
 
 
-def _apply_overrides(profile: Profile, overrides: dict, notebooks_dir: Path) -> list[str]:
+def apply_overrides(profile: Profile, overrides: dict, notebooks_dir: Path) -> list[str]:
     """Apply ``{parameter: value}`` (``nrc reproduce --set``) to the notebooks of ``profile``.
 
     ``KEY`` goes to every notebook that declares ``KEY`` with a type that accepts the value;

@@ -157,7 +157,7 @@ def _smoke_reusable(out: Path) -> str | None:
     """
     from nrc_companion.profiles import load_profile, validate_profile
     from nrc.provenance import git_state
-    from nrc_companion.runner import _parameters, _source_hash
+    from nrc_companion.runner import injected_parameters, source_hash
 
     try:
         status = json.loads((out / "status.json").read_text())
@@ -175,7 +175,7 @@ def _smoke_reusable(out: Path) -> str | None:
         e = entries.get(name)
         if not e or not e.get("ok"):
             return f"{name} is missing or failed in {out / 'status.json'}"
-        expected = _source_hash(REPO / "notebooks" / f"{name}.ipynb", _parameters(profile, name, declared))
+        expected = source_hash(REPO / "notebooks" / f"{name}.ipynb", injected_parameters(profile, name, declared))
         if e.get("source_hash") != expected:
             return f"{name}: sources changed since the smoke run in {out}"
     return None

@@ -316,11 +316,11 @@ def test_paper_profile_validates_and_has_a_cluster_section():
 def test_set_overrides_every_notebook_that_declares_the_parameter(tmp_path, capsys):
     from nrc_companion.profiles import load_profile, validate_profile
     from nrc_companion.cli import main
-    from nrc_companion.runner import _apply_overrides
+    from nrc_companion.runner import apply_overrides
 
     profile = load_profile(REPO / "profiles" / "paper.yaml", REPO / "notebooks")
     # the overrides of the CPU run of book/cluster.md: budgets tied to epochs follow them down
-    notes = _apply_overrides(profile, {"epochs": 1, "refine_steps": 0, "t1_stationarity.refine_steps": [0],
+    notes = apply_overrides(profile, {"epochs": 1, "refine_steps": 0, "t1_stationarity.refine_steps": [0],
                                        "early_epochs": 1, "e8_theorem_a_bites.checkpoints": [0]},
                              REPO / "notebooks")
     with_epochs = [n for n, v in profile.notebooks.items() if "epochs" in v]

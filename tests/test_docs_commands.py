@@ -185,12 +185,12 @@ def test_rerun_page_table_is_current():
 def test_runner_gives_kernels_an_absolute_nrc_data(tmp_path, monkeypatch):
     """Kernels start in notebooks/: a relative NRC_DATA must mean the caller's directory."""
     from nrc_companion.profiles import load_profile
-    from nrc_companion.runner import _kernel_env
+    from nrc_companion.runner import kernel_environment
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NRC_DATA", "rel/data")
     profile = load_profile("smoke", notebooks_dir=REPO / "notebooks")
-    env = _kernel_env(profile, tmp_path / "out", REPO)
+    env = kernel_environment(profile, tmp_path / "out", REPO)
     assert env["NRC_DATA"] == str(tmp_path / "rel" / "data")
 
 

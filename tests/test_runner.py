@@ -207,7 +207,7 @@ def test_resume_skips_ok_notebooks_with_same_sources(repo):
 
 def test_training_counts_from_result_store(tmp_path, monkeypatch):
     import nrc
-    from nrc_companion.runner import TRAIN_LOG_ENV, _training_counts
+    from nrc_companion.runner import TRAIN_LOG_ENV, training_counts
 
     log = tmp_path / "train.jsonl"
     monkeypatch.setenv(TRAIN_LOG_ENV, str(log))
@@ -221,10 +221,10 @@ def test_training_counts_from_result_store(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["trained"], r["loaded"]) for r in rows] == [(1, 0), (1, 1)]
     assert all(r["seconds"] > 0 for r in rows)
-    counts = _training_counts(log)
+    counts = training_counts(log)
     assert counts["members_trained"] == 2 and counts["members_loaded"] == 1
     assert counts["train_seconds"] == pytest.approx(sum(r["seconds"] for r in rows), abs=0.01)
-    assert _training_counts(tmp_path / "absent.jsonl") == {"train_seconds": 0.0, "members_trained": 0,
+    assert training_counts(tmp_path / "absent.jsonl") == {"train_seconds": 0.0, "members_trained": 0,
                                                            "members_loaded": 0}
 
 
