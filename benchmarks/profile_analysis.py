@@ -6,12 +6,14 @@ Times, with process CPU time (steadier than wall time on a shared machine) and i
   784-256-256-256-10 (2 SGD epochs on MNIST, ``--n`` training images), with the label partition
   and, with ``--kmeans``, with T4's k-means partition;
 * ``kmeans``: :func:`nrc.kmeans` on every site input of one such member (T4 runs it per member
-  and site).
+  and site);
+* ``svdvals``: :func:`nrc.svdvals` of every stacked weight of the sweep;
+* ``paths``: E4's loss paths (:mod:`nrc.landscape`) at its full-profile network, shortened.
 
 With ``--baseline REV`` the same calls are also made with ``nrc/theorem.py`` and
-``nrc/collapse.py`` as they were at git revision ``REV`` (loaded with ``git show``), and the
-script reports the time ratio and the largest relative change of every output column (for
-k-means: whether the partitions are identical). ``--profile`` prints a cProfile of the current
+``nrc/collapse.py``, ``nrc/spectra.py`` and ``nrc/landscape.py`` as they were at git revision
+``REV`` (loaded with ``git show``), and the script reports the time ratio and the largest
+relative change of every output column (k-means and paths: whether they are identical). ``--profile`` prints a cProfile of the current
 ``site_quantities``.
 
 ``notebook NAME`` instead runs one notebook's code cells with a profile's parameters under
@@ -47,20 +49,37 @@ import nrc
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_baseline(rev: str):
-    """(theorem, collapse) modules as they were at git revision ``rev``."""
+def load_baseline(rev: str) -> dict:
+    """The modules collapse, spectra, theorem and landscape as they were at git revision ``rev``
+    (theorem reads the baseline collapse and spectra)."""
     mods = {}
-    for name in ("collapse", "theorem"):
+    for name in ("collapse", "spectra", "theorem", "landscape"):
         src = subprocess.run(["git", "show", f"{rev}:nrc/{name}.py"], cwd=REPO, check=True,
                              capture_output=True, text=True).stdout
         mod = types.ModuleType(f"nrc._baseline_{name}")
         mod.__package__ = "nrc"
-        if name == "theorem":  # its "from . import collapse" must see the baseline collapse
-            src = src.replace("from . import collapse, spectra", "from . import spectra")
-            mod.collapse = mods["collapse"]
+        if name == "theorem":  # its "from . import collapse, spectra" must see the baseline modules
+            src = src.replace("from . import collapse, spectra", "")
+            mod.collapse, mod.spectra = mods["collapse"], mods["spectra"]
         exec(compile(src, f"{rev}:nrc/{name}.py", "exec"), mod.__dict__)
         mods[name] = mod
-    return mods["theorem"], mods["collapse"]
+    return mods
+
+
+def paths(mod, arch, p, X, Y, loss="mse", lam=0.01):
+    """E4's path analysis at its full-profile shapes, shortened: a descent, a two-penalty collapse
+    continuation and the measures at every waypoint (one call each, as E4 did before issue 20)."""
+    d = mod.descent_path(arch, p, X, Y, lam, loss=loss, steps=60, check_points=8)
+    c, _ = mod.collapse_path(arch, d[-1], X, Y, lam, penalties=[0.1, 100.0], steps_per_penalty=40, loss=loss,
+                             check_points=8)
+    values = [mod.path_values(arch, w, X, Y, lam, loss=loss, substeps=7)["value"] for w in (d, c)]
+    if hasattr(mod, "waypoint_measures"):
+        at = mod.waypoint_measures(arch, c, X, Y, lam, loss=loss)
+        measures = np.concatenate([at["L_lambda"], at["tcv_ratio"]])
+    else:
+        measures = np.array([float(mod.regularized_objective(arch, q, X, Y, lam, loss=loss)) for q in c]
+                            + [float(mod.hidden_tcv(arch, q, X, Y, relative=True, reduce="max")) for q in c])
+    return d + c, np.concatenate(values + [measures])
 
 
 def cpu(fn):
@@ -109,13 +128,14 @@ def main(argv=None):
     wd = [m["weight_decay"] for m in members]
     args = (arch, sweep.params, data.x_train, data.y_train, wd)
     base = load_baseline(a.baseline) if a.baseline else None
+    theorem_old = base["theorem"] if base else None
     report = {"load_before": os.getloadavg(), "members": a.members, "n": a.n, "threads": a.threads,
               "baseline": a.baseline, "site_quantities": {}}
     for part in ["labels"] + (["kmeans"] if a.kmeans else []):
         new, t_new = cpu(lambda: nrc.site_quantities(*args, loss="ce", partition=part))
         entry = {"new_cpu_s": t_new}
         if base:
-            old, t_old = cpu(lambda: base[0].site_quantities(*args, loss="ce", partition=part))
+            old, t_old = cpu(lambda: theorem_old.site_quantities(*args, loss="ce", partition=part))
             entry.update(old_cpu_s=t_old, speedup=t_old / t_new, max_rel_change=compare_tables(old, new))
         report["site_quantities"][part] = entry
         print(part, json.dumps(entry))
@@ -127,13 +147,48 @@ def main(argv=None):
         got, t = cpu(lambda: nrc.kmeans(s.input[0], 10, seed=0))
         km["new_cpu_s"] += t
         if base:
-            ref, t = cpu(lambda: base[1].kmeans(s.input[0], 10, seed=0))
+            ref, t = cpu(lambda: base["collapse"].kmeans(s.input[0], 10, seed=0))
             km["old_cpu_s"] += t
             km["identical"] &= bool(torch.equal(got, ref))
     if base:
         km["speedup"] = km["old_cpu_s"] / km["new_cpu_s"]
     report["kmeans_one_member_all_sites"] = km
     print("kmeans", json.dumps(km))
+    # singular values of every weight of the sweep (site_quantities and analyze take them)
+    stacks = [v.double() for k, v in sweep.params.items() if k.startswith("W")]
+    sv = {"new_cpu_s": 0.0}
+    for W in stacks:
+        got, t = cpu(lambda: nrc.svdvals(W))
+        sv["new_cpu_s"] += t
+        if base:
+            ref, t = cpu(lambda: base["spectra"].svdvals(W))
+            sv["old_cpu_s"] = sv.get("old_cpu_s", 0.0) + t
+            sv["max_abs_change_over_s1"] = max(sv.get("max_abs_change_over_s1", 0.0),
+                                               float(np.max(np.abs(got - ref) / ref[..., :1])))
+    if base:
+        sv["speedup"] = sv["old_cpu_s"] / sv["new_cpu_s"]
+    report["svdvals_all_weights"] = sv
+    print("svdvals", json.dumps(sv))
+    # E4's loss paths (tiny networks: per-call overhead, not arithmetic)
+    from nrc import landscape
+
+    mix = nrc.make_gaussian_mixture(num_classes=4, dim=48, per_class=10, spread=1.0, seed=0)
+    small = nrc.Architecture((48, 64, 64, 4), activation="relu", bias=False)
+    start = landscape.member_params(nrc.train(small, mix, nrc.grid(weight_decay=0.0, seed=[0]),
+                                              nrc.TrainConfig(loss="mse", epochs=100, batch_size=10),
+                                              progress=False), 0)
+    X, Y = mix.x_train.double(), mix.y_train
+    for mod in [landscape] + ([base["landscape"]] if base else []):  # warm-up: first calls cost ~1 s more
+        paths(mod, small, start, X, Y)
+    (wp, vals), t = cpu(lambda: paths(landscape, small, start, X, Y))
+    pe = {"new_cpu_s": t}
+    if base:
+        (wp_old, vals_old), t = cpu(lambda: paths(base["landscape"], small, start, X, Y))
+        pe.update(old_cpu_s=t, speedup=t / pe["new_cpu_s"],
+                  identical=len(wp) == len(wp_old) and bool(np.array_equal(vals, vals_old))
+                  and all(torch.equal(p[k], q[k]) for p, q in zip(wp, wp_old) for k in p))
+    report["e4_paths"] = pe
+    print("paths", json.dumps(pe))
     if a.profile:
         cProfile.runctx("nrc.site_quantities(*args, loss='ce')", globals(), {"nrc": nrc, "args": args},
                         "/tmp/nrc_profile_analysis.out")

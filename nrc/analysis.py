@@ -5,7 +5,11 @@ and the Theorem A quantities (:mod:`nrc.theorem`) for every member and weight ma
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,9 +64,59 @@ def _member_frame(members: list[dict], info: list[dict] | None) -> pd.DataFrame:
     return df
 
 
+#: The modules whose code determines an analysis: a change to any of them invalidates cached analyses.
+_ANALYSIS_CODE = ("analysis.py", "theorem.py", "collapse.py", "spectra.py", "models.py", "train.py")
+
+
+def _analysis_key(sweep: Sweep, datasets, partition, member_info, device, member_chunk, seed) -> str:
+    """Content hash of everything an analysis depends on: the parameters, the data, the settings,
+    the code of ``_ANALYSIS_CODE`` and the torch / numpy versions."""
+    h = hashlib.sha256()
+    for name in _ANALYSIS_CODE:
+        h.update((Path(__file__).parent / name).read_bytes())
+    settings = {"arch": sweep.arch.to_dict(), "loss": sweep.config.loss, "bias": sweep.config.regularize_bias,
+                "members": sweep.members, "diverged": np.asarray(sweep.diverged, dtype=bool).tolist(),
+                "partition": partition, "info": member_info, "device": str(device), "chunk": member_chunk,
+                "seed": seed, "torch": torch.__version__, "numpy": np.__version__}
+    h.update(repr(sorted((k, repr(v)) for k, v in settings.items())).encode())
+    tensors = [sweep.params[k] for k in sorted(sweep.params)]
+    for d in datasets:
+        tensors += [d.x_train, d.y_train, d.x_test, d.y_test]
+    for t in tensors:
+        h.update(f"{tuple(t.shape)} {t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _frame_dict(df: pd.DataFrame) -> dict:
+    return {"columns": [str(c) for c in df.columns], "dtypes": [str(t) for t in df.dtypes],
+            "values": [df[c].tolist() for c in df.columns]}
+
+
+def _frame(d: dict) -> pd.DataFrame:
+    df = pd.DataFrame(dict(zip(d["columns"], d["values"])), columns=d["columns"])
+    return df.astype(dict(zip(d["columns"], d["dtypes"]))) if len(df) else df
+
+
+def _load_analysis(path: Path) -> Analysis | None:
+    from .safeload import load_or_set_aside
+
+    entry = load_or_set_aside(path, "cached analysis", required=("sites", "members", "spectra"))
+    return None if entry is None else Analysis(*(_frame(entry[k]) for k in ("sites", "members", "spectra")))
+
+
+def _save_analysis(path: Path, an: Analysis) -> None:
+    """Write atomically (a unique temporary file, then a rename): a concurrent reader sees all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save({k: _frame_dict(getattr(an, k)) for k in ("sites", "members", "spectra")}, tmp)
+    os.replace(tmp, path)
+
+
 @timed("analysis")
 def analyze(sweep: Sweep, data, *, partition="labels", member_info: list[dict] | None = None,
-            device=None, member_chunk: int = 8, seed: int = 0) -> Analysis:
+            device=None, member_chunk: int = 8, seed: int = 0, store=None) -> Analysis:
     """Measure every member of a trained sweep on its training data.
 
     Parameters
@@ -84,6 +138,11 @@ def analyze(sweep: Sweep, data, *, partition="labels", member_info: list[dict] |
         Members measured at once.
     seed : int
         Seed of the ``"kmeans"`` and ``"random"`` partitions.
+    store : nrc.ResultStore, optional
+        Keep the analysis under ``store.root / "analyses"``, keyed by a hash of the parameters,
+        the data, every argument above and the code of the analysis modules, and load it from
+        there when asked again: the notebooks that measure the same sweep (T2, T3, T4, T8 of the
+        full profile) compute it once. Partitions given as a callable or a tensor are not cached.
 
     Returns
     -------
@@ -94,6 +153,20 @@ def analyze(sweep: Sweep, data, *, partition="labels", member_info: list[dict] |
     device = torch.device(device or "cpu")
     per_member = not isinstance(data, Dataset)
     datasets = list(data) if per_member else [data]
+    path = None
+    if store is not None and isinstance(partition, str):
+        key = _analysis_key(sweep, datasets, partition, member_info, device, member_chunk, seed)
+        path = Path(store.root) / "analyses" / f"{key}.pt"
+        cached = _load_analysis(path) if path.exists() else None
+        if cached is not None:
+            return cached
+    an = _analyze(sweep, data, datasets, per_member, partition, member_info, device, member_chunk, seed)
+    if path is not None:
+        _save_analysis(path, an)
+    return an
+
+
+def _analyze(sweep, data, datasets, per_member, partition, member_info, device, member_chunk, seed) -> Analysis:
     x = torch.stack([d.x_train for d in datasets]) if per_member else data.x_train
     y = torch.stack([d.y_train for d in datasets]) if per_member else data.y_train
     keep = ~np.asarray(sweep.diverged, dtype=bool)

@@ -23,9 +23,12 @@ Degenerate inputs get one rule across :func:`nc1`, :func:`nc2`, :func:`tcv`,
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 __all__ = [
+    "ClassStats",
     "one_hot",
     "class_means",
     "within_class",
@@ -69,6 +72,60 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float64)
 
 
+@dataclass(frozen=True)
+class ClassStats:
+    """Class statistics of embeddings ``Z`` under one partition, computed once and read by every
+    metric (in the style of the accumulators of rhubarbwu/neural-collapse).
+
+    Shapes carry the leading member axis of ``Z`` when it has one (``...``).
+
+    Attributes
+    ----------
+    means : Tensor (..., K, d)
+        Class means ``mu_k``; an empty class gets a zero mean.
+    counts : Tensor (..., K)
+        Class sizes ``n_k`` (float64).
+    global_mean : Tensor (..., 1, d)
+        Mean of all samples ``mu_G``.
+    residuals : Tensor (..., N, d)
+        Within-class residuals ``R = Z - mu_{c(i)}`` (SPEC 2.1).
+    total : Tensor (...)
+        Total scatter ``||Z - mu_G||_F^2 = N tr Sigma_T``.
+    """
+
+    means: torch.Tensor
+    counts: torch.Tensor
+    global_mean: torch.Tensor
+    residuals: torch.Tensor
+    total: torch.Tensor
+
+    @property
+    def centred_means(self) -> torch.Tensor:
+        """``mu_k - mu_G``, shape (..., K, d)."""
+        return self.means - self.global_mean
+
+    @property
+    def num_samples(self) -> int:
+        return self.residuals.shape[-2]
+
+
+def class_stats(Z: torch.Tensor, labels: torch.Tensor, num_classes: int) -> ClassStats:
+    """:class:`ClassStats` of float64 ``Z`` (N, d) or (M, N, d) with integer ``labels``, unchecked.
+
+    The one place class statistics are computed: :func:`class_means`, :func:`within_class`,
+    :func:`tcv`, :func:`within_total_ratio`, :func:`nc1`, :func:`nc2` and
+    :func:`nrc.site_quantities` read them from here. Callers that have not validated ``Z`` and
+    ``labels`` use those functions (they check their input first). The residual subtracts each
+    sample's own class mean, ``E @ means`` (a one-hot row picks one mean and adds exact zeros).
+    """
+    E = one_hot(labels, num_classes)  # (..., N, K)
+    counts = E.sum(-2)
+    means = (E.transpose(-1, -2) @ Z) / counts.clamp_min(1).unsqueeze(-1)
+    global_mean = Z.mean(-2, keepdim=True)
+    T = Z - global_mean
+    return ClassStats(means, counts, global_mean, Z - E @ means, (T * T).sum((-1, -2)))
+
+
 def class_means(Z, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Class means ``mu_k`` and class sizes ``n_k``.
 
@@ -84,44 +141,13 @@ def class_means(Z, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor
         Means of the non-empty classes; an empty class gets a zero mean.
     counts : Tensor, shape (..., K), float64
     """
-    Z, labels = _prep(Z, labels, num_classes)
-    E = one_hot(labels, num_classes)  # (..., N, K)
-    counts = E.sum(-2)
-    sums = E.transpose(-1, -2) @ Z
-    return sums / counts.clamp_min(1).unsqueeze(-1), counts
+    stats = class_stats(*_prep(Z, labels, num_classes), num_classes)
+    return stats.means, stats.counts
 
 
 def within_class(Z, labels, num_classes: int) -> torch.Tensor:
     """Within-class residuals ``R = Z - mu_{c(i)}`` (SPEC 2.1), float64, same shape as ``Z``."""
-    Z, labels = _prep(Z, labels, num_classes)
-    means, _ = class_means(Z, labels, num_classes)
-    return Z - one_hot(labels, num_classes) @ means
-
-
-def class_stats(Z: torch.Tensor, labels: torch.Tensor, num_classes: int):
-    """Class means, sizes and within-class residuals of float64 ``Z`` (N, d), computed once.
-
-    The unchecked core of :func:`class_means` / :func:`within_class` for callers that have
-    already validated ``Z`` and ``labels`` and need several statistics of one partition
-    (:func:`nrc.theorem.site_quantities` reads TCV, NC1 and ``tr Sigma_W / tr Sigma_T`` from one
-    call instead of recomputing the means per metric). Same arithmetic: ``E^T Z / n_k`` for the
-    means; the residual subtracts each sample's own class mean, which equals ``E @ means``
-    exactly (a one-hot row picks one mean and adds zeros).
-
-    Returns
-    -------
-    means : Tensor (K, d), counts : Tensor (K,), R : Tensor (N, d)
-    """
-    E = one_hot(labels, num_classes)
-    counts = E.sum(-2)
-    means = (E.transpose(-1, -2) @ Z) / counts.clamp_min(1).unsqueeze(-1)
-    return means, counts, Z - means[labels]
-
-
-def nc1_from_stats(Z: torch.Tensor, means: torch.Tensor, R: torch.Tensor, *, rtol: float = 1e-12):
-    """:func:`nc1` from :func:`class_stats` of ``Z`` (N, d); every class must be non-empty."""
-    C = means - Z.mean(-2, keepdim=True)
-    return _nc1_core(C, R, Z.shape[-2], rtol)
+    return class_stats(*_prep(Z, labels, num_classes), num_classes).residuals
 
 
 def _nc1_core(C, R, N, rtol):
@@ -157,8 +183,7 @@ def tcv(Z, labels, num_classes: int, *, kind: str = "squared", normalize: bool =
     """
     if kind not in ("squared", "unsquared"):
         raise ValueError(f"kind must be 'squared' or 'unsquared', got {kind!r}")
-    _prep(Z, labels, num_classes, min_classes=2)
-    R = within_class(Z, labels, num_classes)
+    R = class_stats(*_prep(Z, labels, num_classes, min_classes=2), num_classes).residuals
     per_sample = (R * R).sum(-1)
     value = per_sample.sum(-1) if kind == "squared" else per_sample.sqrt().sum(-1)
     return value / R.shape[-2] if normalize else value
@@ -170,10 +195,8 @@ def within_total_ratio(Z, labels, num_classes: int):
     ``nan`` when the total variance is 0 (constant features: 0/0, not collapse). Needs
     ``num_classes >= 2``; empty classes are allowed (see the module docstring).
     """
-    Z, labels = _prep(Z, labels, num_classes, min_classes=2)
-    R = within_class(Z, labels, num_classes)
-    T = Z - Z.mean(-2, keepdim=True)
-    total = (T * T).sum((-1, -2))
+    stats = class_stats(*_prep(Z, labels, num_classes, min_classes=2), num_classes)
+    R, total = stats.residuals, stats.total
     ratio = (R * R).sum((-1, -2)) / total.clamp_min(torch.finfo(torch.float64).tiny)
     return torch.where(total > 0, ratio, torch.full_like(ratio, float("nan")))
 
@@ -198,25 +221,28 @@ def nc1(Z, labels, num_classes: int, *, rtol: float = 1e-12):
     ValueError
         NaN/inf in ``Z``, ``num_classes < 2``, or a class without samples.
     """
-    Z, labels, means, C = _centred_means(Z, labels, num_classes, "nc1")
-    R = Z - one_hot(labels, num_classes) @ means
-    return _nc1_core(C, R, Z.shape[-2], rtol)
+    stats = _stats_all_classes(Z, labels, num_classes, "nc1")
+    return nc1_from_stats(stats, rtol=rtol)
 
 
-def _centred_means(Z, labels, num_classes: int, what: str):
-    """Checked inputs, class means and class means minus the global mean, shape (..., K, d).
+def nc1_from_stats(stats: ClassStats, *, rtol: float = 1e-12):
+    """:func:`nc1` from the :class:`ClassStats` of a partition whose every class is non-empty."""
+    return _nc1_core(stats.centred_means, stats.residuals, stats.num_samples, rtol)
+
+
+def _stats_all_classes(Z, labels, num_classes: int, what: str) -> ClassStats:
+    """:class:`ClassStats` of checked inputs whose every class has a sample.
 
     The NC metrics compare class means, so every class must have a sample (``what`` names the
     metric in the error).
     """
-    Z, labels = _prep(Z, labels, num_classes, min_classes=2)
-    means, counts = class_means(Z, labels, num_classes)
-    empty = (counts == 0)
+    stats = class_stats(*_prep(Z, labels, num_classes, min_classes=2), num_classes)
+    empty = (stats.counts == 0)
     if bool(empty.any()):
         missing = sorted({int(k) for k in torch.nonzero(empty)[:, -1].tolist()})
         raise ValueError(f"{what} needs every class to have at least one sample; labels has none of "
                          f"class(es) {missing}")
-    return Z, labels, means, means - Z.mean(-2, keepdim=True)
+    return stats
 
 
 def nc2(Z, labels, num_classes: int) -> dict[str, torch.Tensor]:
@@ -236,11 +262,11 @@ def nc2(Z, labels, num_classes: int) -> dict[str, torch.Tensor]:
     ValueError
         NaN/inf in ``Z``, ``num_classes < 2``, or a class without samples.
     """
-    Z, labels, _, C = _centred_means(Z, labels, num_classes, "nc2")
+    C = _stats_all_classes(Z, labels, num_classes, "nc2").centred_means
     norms = C.norm(dim=-1)
     cos = (C @ C.transpose(-1, -2)) / (norms.unsqueeze(-1) * norms.unsqueeze(-2))
     K = num_classes
-    off = ~torch.eye(K, dtype=torch.bool, device=Z.device)
+    off = ~torch.eye(K, dtype=torch.bool, device=C.device)
     pairs = cos[..., off]
     degenerate = (norms == 0).any(-1)
     nan = torch.full_like(norms[..., 0], float("nan"))
@@ -293,15 +319,19 @@ def kmeans(Z, num_clusters: int, *, seed: int = 0, iters: int = 100, n_init: int
     def sq_dist(C):  # (N, k) squared distances by one matrix product (cdist is ~3x slower here)
         return (zz - 2.0 * (Z @ C.T) + (C * C).sum(1)).clamp_min(0.0)
 
-    # k-means++ seeding of every restart first, in the order the generator was always used
+    # k-means++ seeding of every restart first, in the order the generator was always used; the
+    # distance to the nearest centre so far is kept as a running minimum (one new column per centre
+    # instead of all of them again: the same values, tests/test_collapse.py checks the assignment)
     inits = []
     for _ in range(n_init):
         first = int(torch.randint(N, (1,), generator=gen))
         centers = [Z[first]]
+        d2 = sq_dist(Z[first:first + 1])[:, 0]
         for _ in range(1, K):
-            d2 = sq_dist(torch.stack(centers)).amin(1)
             prob = (d2 / d2.sum()).cpu() if d2.sum() > 0 else torch.full((N,), 1.0 / N)
-            centers.append(Z[int(torch.multinomial(prob, 1, generator=gen))])
+            nxt = int(torch.multinomial(prob, 1, generator=gen))
+            centers.append(Z[nxt])
+            d2 = torch.minimum(d2, sq_dist(Z[nxt:nxt + 1])[:, 0])
         inits.append(torch.stack(centers))
     # Lloyd iterations of all restarts at once: one (N, d) x (d, R K) product per iteration instead
     # of R narrow ones; a restart stops changing once its centres are fixed, as when run alone

@@ -34,7 +34,7 @@ from .train import member_losses
 __all__ = [
     "member_params", "min_norm_weights", "collapse_costs", "ridge_readout", "residual_projector",
     "regularized_objective", "hidden_tcv", "descent_path", "collapse_path", "straight_path",
-    "path_values", "barrier", "max_rise", "solve_reduced_problem", "compare_spectra",
+    "path_values", "waypoint_measures", "barrier", "max_rise", "solve_reduced_problem", "compare_spectra",
 ]
 
 _F64 = torch.float64
@@ -325,9 +325,14 @@ def hidden_tcv(arch: Architecture, params: dict, x, labels, *, relative: bool = 
     return v.sum() if reduce == "sum" else v.max()
 
 
-def _lbfgs_iterates(params: dict, objective, steps: int, *, check_points: int = 4,
+def _lbfgs_iterates(params: dict, objective, steps: int, *, values, check_points: int = 4,
                     history_size: int = 50, max_stalls: int = 3) -> list[dict]:
     """Waypoints of a monotone L-BFGS descent of ``objective``.
+
+    ``values(points)`` is ``objective`` of a list of parameter dicts as one stacked evaluation
+    (NumPy array): the check points of a step are measured together, the same values as one at
+    a time (``tests/test_landscape.py`` checks the paths are unchanged) at a fraction of the
+    per-call overhead, which dominated E4's analysis.
 
     Each L-BFGS step (strong-Wolfe line search) from ``a`` to ``b`` is checked on
     ``check_points`` equally spaced interior points of the segment ``[a, b]``: if the objective
@@ -343,10 +348,6 @@ def _lbfgs_iterates(params: dict, objective, steps: int, *, check_points: int = 
         return torch.optim.LBFGS(list(ps.values()), lr=1.0, max_iter=1, max_eval=25,
                                  history_size=history_size, tolerance_grad=1e-14,
                                  tolerance_change=1e-18, line_search_fn="strong_wolfe")
-
-    def value_at(p):
-        with torch.no_grad():
-            return float(objective(p))
 
     opt = make()
 
@@ -367,13 +368,11 @@ def _lbfgs_iterates(params: dict, objective, steps: int, *, check_points: int = 
         moved = not all(torch.equal(a[k], b[k]) for k in a)
         cut = None
         if moved:
-            prev = value_at(a)
-            for i, t in enumerate(ts):
-                v = value_at({k: (1 - t) * a[k] + t * b[k] for k in a})
-                if not v <= prev:
+            vals = values([a] + [{k: (1 - t) * a[k] + t * b[k] for k in a} for t in ts])
+            for i in range(len(ts)):
+                if not vals[i + 1] <= vals[i]:
                     cut = 0.0 if i == 0 else float(ts[i - 1])
                     break
-                prev = v
         if not moved or cut == 0.0:
             stalls += 1
             with torch.no_grad():
@@ -409,7 +408,8 @@ def descent_path(arch: Architecture, params: dict, x, y, weight_decay: float, *,
     start = {k: v.detach().to(_F64).clone() for k, v in params.items()}
     obj = lambda p: regularized_objective(arch, p, x, y, weight_decay, loss=loss,  # noqa: E731
                                           regularize_bias=regularize_bias)
-    return [start] + _lbfgs_iterates(start, obj, steps, check_points=check_points)
+    values = lambda pts: _objectives(arch, pts, x, y, weight_decay, loss, regularize_bias)  # noqa: E731
+    return [start] + _lbfgs_iterates(start, obj, steps, values=values, check_points=check_points)
 
 
 @timed("analysis")
@@ -445,7 +445,10 @@ def collapse_path(arch: Architecture, params: dict, x, y, weight_decay: float, *
             return (regularized_objective(arch, p, x, y, weight_decay, loss=loss,
                                           regularize_bias=regularize_bias)
                     + rho * hidden_tcv(arch, p, x, y, relative=True))
-        its = _lbfgs_iterates(current, obj, steps_per_penalty, check_points=check_points)
+
+        def values(pts, rho=rho):
+            return _objectives(arch, pts, x, y, weight_decay, loss, regularize_bias, rho=rho)
+        its = _lbfgs_iterates(current, obj, steps_per_penalty, values=values, check_points=check_points)
         points += its
         at += [rho] * len(its)
         if its:
@@ -482,32 +485,94 @@ def path_values(arch: Architecture, waypoints: list[dict], x, y, weight_decay: f
     if substeps < 0:
         raise ValueError(f"substeps must be >= 0, got {substeps}")
 
-    def f(p):
-        with torch.no_grad():
-            return float(regularized_objective(arch, p, x, y, weight_decay, loss=loss,
-                                               regularize_bias=regularize_bias))
-
     def dist(a, b):
         return math.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))
 
-    s_vals, vals, seg, is_wp = [0.0], [f(waypoints[0])], [0], [True]
+    _check_params(arch, waypoints[0])
+    s_vals, points, seg, is_wp = [0.0], [waypoints[0]], [0], [True]
     length = 0.0
     for i in range(len(waypoints) - 1):
         a, b = waypoints[i], waypoints[i + 1]
         d = dist(a, b)
         for t in np.linspace(0, 1, substeps + 2)[1:]:
             s_vals.append(length + t * d)
-            vals.append(f({k: (1 - t) * a[k] + t * b[k] for k in a}))
+            points.append({k: (1 - t) * a[k] + t * b[k] for k in a})
             seg.append(i)
             is_wp.append(bool(t == 1.0))
         length += d
     s = np.asarray(s_vals)
     if length > 0:
         s = s / length
-    values = np.asarray(vals)
+    values = _objectives(arch, points, x, y, weight_decay, loss, regularize_bias)
     if not np.all(np.isfinite(values)):
         raise FloatingPointError("non-finite loss along the path")
     return {"s": s, "value": values, "waypoint": np.asarray(seg), "is_waypoint": np.asarray(is_wp)}
+
+
+def _stacked_terms(arch: Architecture, points: list[dict], x, y, weight_decay: float, loss: str,
+                   regularize_bias: bool, *, ratios: bool, chunk: int = 256):
+    """``L_lambda`` of many networks (:func:`regularized_objective`) and, with ``ratios``, each hidden
+    layer's ``tr Sigma_W / tr Sigma_T`` (:func:`hidden_tcv` with ``relative=True``), shape
+    (hidden layers, P): one stacked forward pass per ``chunk`` networks instead of one call each,
+    whose Python and dispatch overhead dominated E4's analysis. The same arithmetic per network,
+    so the same values (``tests/test_landscape.py`` checks it bitwise)."""
+    dtype = next(iter(points[0].values())).dtype
+    x = torch.as_tensor(x).to(dtype)
+    labels = torch.as_tensor(y).to(x.device).long()
+    E = one_hot(labels, arch.num_classes).to(dtype)
+    counts = E.sum(0).clamp_min(1)
+    sigma = ACTIVATIONS[arch.activation][0]
+    values, layer_ratios = [], []
+    with torch.no_grad():
+        for start in range(0, len(points), chunk):
+            part = points[start:start + chunk]
+            stacked = {k: torch.stack([p[k] for p in part]) for k in part[0]}
+            logits, sites = forward(arch, stacked, x, record=True)
+            value = member_losses(logits, labels.unsqueeze(0).expand(len(part), -1), loss).mean(1)
+            for k, v in stacked.items():
+                if is_decayed(k, regularize_bias):
+                    value = value + 0.5 * weight_decay * (v * v).flatten(1).sum(1)
+            values.append(value)
+            if ratios:
+                per_layer = []
+                for s in sites[:-1]:
+                    z = sigma(s.output)
+                    R = z - E @ ((E.T @ z) / counts[:, None])
+                    T = z - z.mean(1, keepdim=True)
+                    per_layer.append((R * R).sum((1, 2)) / (T * T).sum((1, 2)).clamp_min(torch.finfo(z.dtype).tiny))
+                layer_ratios.append(torch.stack(per_layer) if per_layer else torch.zeros(0, len(part), dtype=dtype))
+    return torch.cat(values), (torch.cat(layer_ratios, 1) if ratios else None)
+
+
+def _objectives(arch, points, x, y, weight_decay, loss, regularize_bias, *, rho: float = 0.0) -> np.ndarray:
+    """The objective of :func:`descent_path` (``rho = 0``) or of :func:`collapse_path` at penalty
+    ``rho`` for every network in ``points`` (NumPy array)."""
+    value, ratios = _stacked_terms(arch, points, x, y, weight_decay, loss, regularize_bias, ratios=rho > 0)
+    if rho > 0 and len(ratios):
+        value = value + rho * ratios.sum(0)
+    return value.cpu().numpy()
+
+
+@timed("analysis")
+def waypoint_measures(arch: Architecture, waypoints: list[dict], x, y, weight_decay: float, *,
+                      loss: str = "mse", regularize_bias: bool = True) -> dict:
+    """``L_lambda`` and the largest hidden ``tr Sigma_W / tr Sigma_T`` at every waypoint.
+
+    The values of :func:`regularized_objective` and of :func:`hidden_tcv` with
+    ``relative=True, reduce="max"``, computed for all waypoints in stacked passes.
+
+    Returns
+    -------
+    dict of numpy arrays
+        ``L_lambda`` and ``tcv_ratio``, one entry per waypoint (``tcv_ratio`` is 0 without
+        hidden layers, as :func:`hidden_tcv`).
+    """
+    if len(waypoints) < 1:
+        raise ValueError("waypoints must be non-empty")
+    _check_params(arch, waypoints[0])
+    value, ratios = _stacked_terms(arch, waypoints, x, y, weight_decay, loss, regularize_bias, ratios=True)
+    ratio = ratios.max(0).values if len(ratios) else torch.zeros_like(value)
+    return {"L_lambda": value.cpu().numpy(), "tcv_ratio": ratio.cpu().numpy()}
 
 
 def barrier(values) -> float:

@@ -235,14 +235,13 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset, shared):
             li = float(lam[i])
             key = ("site0",) if (j == 0 and same_inputs and member_free) else None
             if key is not None and key in shared:
-                labels, means, counts, R, total = shared[key]
+                labels, stats = shared[key]
             else:
                 labels = _partition(ui, yy[i], K, partition, seed, offset + i, j)
-                means, counts, R = collapse.class_stats(ui, labels, K)
-                T = ui - ui.mean(0, keepdim=True)
-                total = float((T * T).sum())
+                stats = collapse.class_stats(ui, labels, K)  # every statistic of this site reads these
                 if key is not None:
-                    shared[key] = (labels, means, counts, R, total)
+                    shared[key] = (labels, stats)
+            R, total = stats.residuals, float(stats.total)
             cross = float((di.T @ R).norm())
             RR = (R * R).sum(1)
             tcv1 = float(RR.sqrt().sum()) / N
@@ -250,7 +249,7 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset, shared):
             inv = (1.0 / li) if li > 0 else float("inf")
             g, fr = gn[i], frob[i]
             dk_grad = float(dK_grad[i]) * inv if li > 0 else float("inf")
-            all_classes = bool((counts > 0).all())
+            all_classes = bool((stats.counts > 0).all())
             row = {
                 "member": offset + i,
                 "site": site.name,
@@ -281,12 +280,12 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset, shared):
                 "tcv2": tcv2,
                 # tr Sigma_W / tr Sigma_T (nan for constant features), as collapse.within_total_ratio
                 "tcv_ratio": float(RR.sum()) / max(total, torch.finfo(torch.float64).tiny) if total > 0 else float("nan"),
-                "nc1": float(collapse.nc1_from_stats(ui, means, R)) if all_classes else float("nan"),
+                "nc1": float(collapse.nc1_from_stats(stats)) if all_classes else float("nan"),
                 "tcv2_out": float("nan"),
                 "a3_bound": lip**2 * spec_sq[i] * tcv2,
             }
             if zo_all is not None:
-                _, _, Ro = collapse.class_stats(zo_all[i], labels, K)
+                Ro = collapse.class_stats(zo_all[i], labels, K).residuals
                 row["tcv2_out"] = float((Ro * Ro).sum()) / N
             rows.append(row)
     return rows

@@ -290,7 +290,7 @@ def train_and_analyze(store, arch: Architecture, data: Dataset, members: list[di
                                                               refine_steps=refine_steps), device=device)
         seconds += float(sweep.seconds)
         used = sweep.device
-        an = analyze(sweep, data, device=device)
+        an = analyze(sweep, data, device=device, store=store)  # T2, T3, T4 share one analysis
         site_tables.append(an.sites.assign(loss=loss))
         member_tables.append(an.members.assign(loss=loss))
     sites = pd.concat(site_tables, ignore_index=True)

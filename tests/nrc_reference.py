@@ -316,3 +316,62 @@ def nc2_reference(U, labels, K):
     cos = [C[i] @ C[j] / (norms[i] * norms[j]) for i in range(K) for j in range(K) if i != j]
     return {"equinorm": norms.std() / norms.mean(), "cos": np.array(cos), "norms": norms,
             "max_angle": float(np.mean([abs(c + 1 / (K - 1)) for c in cos]))}
+
+
+def monotone_lbfgs_one_point_at_a_time(params, objective, steps, check_points=4, history_size=50, max_stalls=3):
+    """The waypoints of nrc.landscape's monotone L-BFGS descent as it was before issue 20: each check
+    point of a step evaluated by its own ``objective`` call (nrc now evaluates them stacked, which
+    must give the same path bitwise)."""
+    import torch
+
+    ps = {k: v.detach().clone().to(torch.float64).requires_grad_(True) for k, v in params.items()}
+
+    def make():
+        return torch.optim.LBFGS(list(ps.values()), lr=1.0, max_iter=1, max_eval=25, history_size=history_size,
+                                 tolerance_grad=1e-14, tolerance_change=1e-18, line_search_fn="strong_wolfe")
+
+    def value_at(p):
+        with torch.no_grad():
+            return float(objective(p))
+
+    opt = make()
+
+    def closure():
+        opt.zero_grad()
+        value = objective(ps)
+        value.backward()
+        return value
+
+    out, stalls = [], 0
+    ts = np.linspace(0.0, 1.0, check_points + 2)[1:]
+    for _ in range(steps):
+        a = {k: v.detach().clone() for k, v in ps.items()}
+        opt.step(closure)
+        b = {k: v.detach().clone() for k, v in ps.items()}
+        moved = not all(torch.equal(a[k], b[k]) for k in a)
+        cut = None
+        if moved:
+            prev = value_at(a)
+            for i, t in enumerate(ts):
+                v = value_at({k: (1 - t) * a[k] + t * b[k] for k in a})
+                if not v <= prev:
+                    cut = 0.0 if i == 0 else float(ts[i - 1])
+                    break
+                prev = v
+        if not moved or cut == 0.0:
+            stalls += 1
+            with torch.no_grad():
+                for k, p in ps.items():
+                    p.copy_(a[k])
+            if stalls >= max_stalls:
+                break
+            opt = make()
+            continue
+        stalls = 0
+        if cut is not None:
+            with torch.no_grad():
+                for k, p in ps.items():
+                    p.copy_((1 - cut) * a[k] + cut * b[k])
+            opt = make()
+        out.append({k: v.detach().clone() for k, v in ps.items()})
+    return out

@@ -226,3 +226,40 @@ def test_member_params_and_feedforward_only():
     arch = nrc.Architecture((4, 6, 6, 3), "relu", residual=True)
     with pytest.raises(ValueError, match="feed-forward"):
         ls.solve_reduced_problem(arch, torch.zeros(3, 4), [1 / 3] * 3, 0.1)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_stacked_path_evaluation_gives_the_one_network_values_bitwise(loss):
+    """Paths, path values and waypoint measures are computed in stacked passes (issue 20); every
+    value must be what one call per network gives, to the last bit, or the monotone check could
+    cut a step differently."""
+    from nrc_reference import monotone_lbfgs_one_point_at_a_time
+
+    x, y = _data(K=3, dim=8, per_class=6, spread=0.8, seed=1)
+    arch, p = _net(widths=(8, 12, 12, 3), scale=1.5)
+    lam, rho = 0.01, 10.0
+    wp = ls.descent_path(arch, p, x, y, lam, loss=loss, steps=25, check_points=5)
+
+    def objective(q):
+        return ls.regularized_objective(arch, q, x, y, lam, loss=loss)
+
+    ref = [p] + monotone_lbfgs_one_point_at_a_time(p, objective, 25, check_points=5)
+    assert len(wp) == len(ref) > 5
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(wp, ref) for k in a)
+    coll, rhos = ls.collapse_path(arch, wp[-1], x, y, lam, penalties=(rho,), steps_per_penalty=20, loss=loss,
+                                  check_points=5)
+
+    def penalised(q):
+        return objective(q) + rho * ls.hidden_tcv(arch, q, x, y, relative=True)
+
+    ref = [wp[-1]] + monotone_lbfgs_one_point_at_a_time(wp[-1], penalised, 20, check_points=5)
+    assert len(coll) == len(ref) > 3
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(coll, ref) for k in a)
+    values = ls.path_values(arch, coll, x, y, lam, loss=loss, substeps=3)["value"]
+    assert values[0] == float(objective(coll[0])) and values[4] == float(objective(coll[1]))
+    mid = {k: (1 - 0.5) * coll[0][k] + 0.5 * coll[1][k] for k in coll[0]}
+    assert values[2] == float(objective(mid))
+    at = ls.waypoint_measures(arch, coll, x, y, lam, loss=loss)
+    np.testing.assert_array_equal(at["L_lambda"], [float(objective(q)) for q in coll])
+    np.testing.assert_array_equal(at["tcv_ratio"],
+                                  [float(ls.hidden_tcv(arch, q, x, y, relative=True, reduce="max")) for q in coll])

@@ -165,3 +165,26 @@ def test_partition_validation(trained):
         nrc.site_quantities(*args, loss="ce", partition=data.y_train + 1)
     with pytest.raises(ValueError, match="callable"):
         nrc.site_quantities(*args, loss="ce", partition=lambda U, lab, k: lab[:3])
+
+
+@pytest.mark.parametrize("partition", ["labels", "random"])
+def test_analysis_cached_in_the_store_is_the_analysis_computed(trained, tmp_path, partition):
+    """A stored analysis loads back equal, column types included; a changed parameter is a new entry."""
+    import pandas as pd
+
+    data, runs = trained
+    sweep, _ = runs["ce"]
+    store = nrc.ResultStore(tmp_path)
+    fresh = nrc.analyze(sweep, data, partition=partition, seed=3)
+    first = nrc.analyze(sweep, data, partition=partition, seed=3, store=store)
+    entries = sorted((tmp_path / "analyses").glob("*.pt"))
+    assert len(entries) == 1
+    again = nrc.analyze(sweep, data, partition=partition, seed=3, store=store)
+    for table in ("sites", "members", "spectra"):
+        pd.testing.assert_frame_equal(getattr(first, table), getattr(fresh, table))
+        pd.testing.assert_frame_equal(getattr(again, table), getattr(fresh, table))
+    moved = nrc.Sweep(sweep.arch, sweep.config, sweep.members, {k: v * 1.5 for k, v in sweep.params.items()},
+                      sweep.history, sweep.diverged, sweep.seconds, sweep.device)
+    other = nrc.analyze(moved, data, partition=partition, seed=3, store=store)
+    assert len(list((tmp_path / "analyses").glob("*.pt"))) == 2
+    assert not np.allclose(other.sites["frob"], fresh.sites["frob"])
