@@ -88,6 +88,30 @@ def skip_without(name: str) -> None:
     pytest.skip(why)
 
 
+def mixture(num_classes: int = 3, dim: int = 6, per_class: int = 16, spread: float = 0.5, seed: int = 0, **kw):
+    """The tests' small synthetic data set: :func:`nrc.make_gaussian_mixture` with these defaults
+    (3 well-separated classes in 6 dimensions, 16 samples each); ``kw`` goes to it as well."""
+    import nrc
+
+    return nrc.make_gaussian_mixture(num_classes=num_classes, dim=dim, per_class=per_class, spread=spread,
+                                     seed=seed, **kw)
+
+
+def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
+    """Write a notebook to ``path`` (folders made): a Python 3 kernel, the ``parameters``-tagged
+    cell ``parameters``, then one code cell per entry of ``cells``. Returns ``path``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                *(nbformat.v4.new_code_cell(c) for c in cells)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
 @pytest.fixture
 def need_data():
     """``need_data(name)`` -> the data root holding ``name``; skips the test when unavailable."""

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_notebook
 
 from nrc_companion.cli import main
+
+#: The parameters cell of the tiny notebooks the reproduce tests write.
+TINY_PARAMS = "n: int = 1  # a number"
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--quiet", "--epochs", "2", "--widths", "4", "--classes", "2", "--dim", "3", "--per-class", "5",
@@ -304,25 +308,14 @@ def test_ctrl_c_in_sweep_says_where_and_rerun_resumes(tmp_path):
     assert len(list((cache / "members").glob("*.pt"))) == 1
 
 
-def _tiny_notebook(path: Path, body: str):
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    params = nbformat.v4.new_code_cell("n: int = 1  # a number")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import nrc_companion"), nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, str(path))
-
-
 def test_ctrl_c_in_reproduce_mid_notebook_then_rerun_completes(tmp_path):
     """SIGINT while the second of two notebooks runs: exit 130, one line naming it; a rerun completes."""
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _tiny_notebook(nbdir / "a_quick.ipynb", "import nrc_companion\nnrc_companion.record('a_quick', {'n': n})")
+    write_notebook(nbdir / "a_quick.ipynb", TINY_PARAMS, "import nrc_companion",
+                   "import nrc_companion\nnrc_companion.record('a_quick', {'n': n})")
     marker = tmp_path / "b_started"
-    _tiny_notebook(nbdir / "b_slow.ipynb",
+    write_notebook(nbdir / "b_slow.ipynb", TINY_PARAMS, "import nrc_companion",
                    "import os, time, nrc\n"
                    f"marker = {str(marker)!r}\n"
                    "if not os.path.exists(marker):\n"
@@ -485,7 +478,8 @@ def test_reproduce_refuses_a_cuda_profile_without_cuda_before_any_notebook(tmp_p
         pytest.skip("CUDA is available here")
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _tiny_notebook(nbdir / "a_quick.ipynb", "import nrc_companion\nnrc_companion.record('a_quick', {'n': n})")
+    write_notebook(nbdir / "a_quick.ipynb", TINY_PARAMS, "import nrc_companion",
+                   "import nrc_companion\nnrc_companion.record('a_quick', {'n': n})")
     profile = tmp_path / "gpu.yaml"
     profile.write_text("profile: gpu\ndevice: cuda\nnotebooks:\n  a_quick: {n: 2}\n")
     assert main(["reproduce", "--profile", str(profile), "--notebooks", str(nbdir),
@@ -507,7 +501,7 @@ def test_paper_profile_is_refused_without_cuda(tmp_path, capsys):
 def test_reproduce_failed_line_carries_the_notebooks_reason(tmp_path, capsys):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _tiny_notebook(nbdir / "a_bad.ipynb", "1 / 0")
+    write_notebook(nbdir / "a_bad.ipynb", TINY_PARAMS, "import nrc_companion", "1 / 0")
     profile = tmp_path / "bad.yaml"
     profile.write_text("profile: bad\ndevice: cpu\nnotebooks:\n  a_bad: {n: 2}\n")
     assert main(["reproduce", "--profile", str(profile), "--notebooks", str(nbdir),

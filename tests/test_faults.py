@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_notebook
+
 import nrc
 from nrc.safeload import NrcWarning
 
@@ -107,17 +109,6 @@ def test_without_notebooks():
 '''
 
 
-def _notebook(path, parameters: str, body: str):
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell(parameters)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, str(path))
-
-
 def _inner_session(tmp_path, profile: str, **env):
     """Run the inner test file under a copy of tests/conftest.py; outcome per test from JUnit XML."""
     import os
@@ -153,9 +144,10 @@ def test_a_broken_notebook_fails_only_its_own_tests(tmp_path):
 
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _notebook(nbdir / "a_good.ipynb", "n: int = 1  # a number", "import nrc_companion\nnrc_companion.record('a_good', {'n': n})")
-    _notebook(nbdir / "b_broken.ipynb", "n: int = 1  # a number", "raise ZeroDivisionError('broken on purpose')")
-    _notebook(nbdir / "c_needs_cifar.ipynb", "dataset: str = 'cifar10'  # data set", "pass")
+    write_notebook(nbdir / "a_good.ipynb", "n: int = 1  # a number",
+                   "import nrc_companion\nnrc_companion.record('a_good', {'n': n})")
+    write_notebook(nbdir / "b_broken.ipynb", "n: int = 1  # a number", "raise ZeroDivisionError('broken on purpose')")
+    write_notebook(nbdir / "c_needs_cifar.ipynb", "dataset: str = 'cifar10'  # data set", "pass")
     (tmp_path / "mixed.yaml").write_text("profile: mixed\ndevice: cpu\nnotebooks:\n  a_good: {n: 2}\n"
                                          "  b_broken: {n: 2}\n  c_needs_cifar: {}\n")
     (tmp_path / "data").mkdir()

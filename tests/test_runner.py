@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import write_notebook
 
 from nrc_companion.profiles import ProfileError
 from nrc_companion.cli import main
@@ -31,16 +32,6 @@ print("good done", epochs)
 '''
 
 FAIL_BODY = 'print("about to fail")\nraise RuntimeError("boom " + str(n))\n'
-
-
-def write_notebook(path: Path, params: str, body: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells.append(nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}))
-    nb.cells.append(nbformat.v4.new_code_cell(body))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
-    return path
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import mixture
+
 import nrc
 from nrc.train import data_order
-
-
-def _data(per_class=16, seed=0):
-    return nrc.make_gaussian_mixture(num_classes=3, dim=6, per_class=per_class, spread=0.5, seed=seed)
 
 
 def _reference(arch, data, member, config, steps_limit=None):
@@ -43,7 +41,7 @@ def _reference(arch, data, member, config, steps_limit=None):
 
 @pytest.mark.parametrize("loss,bias", [("ce", True), ("mse", False)])
 def test_stacked_trainer_reproduces_independent_modules(loss, bias):
-    data = _data()
+    data = mixture()
     arch = nrc.Architecture((6, 16, 16, 3), activation="relu", bias=bias)
     config = nrc.TrainConfig(loss=loss, epochs=4, batch_size=8, lr=0.05, momentum=0.9)
     members = [{"weight_decay": 1e-3, "seed": 3, "lr": 0.05}, {"weight_decay": 3e-2, "seed": 7, "lr": 0.1}]
@@ -61,7 +59,7 @@ def test_stacked_trainer_reproduces_independent_modules(loss, bias):
 
 
 def test_member_result_does_not_depend_on_its_companions():
-    data = _data()
+    data = mixture()
     arch = nrc.Architecture((6, 12, 3))
     config = nrc.TrainConfig(epochs=3, batch_size=8)
     alone = nrc.train(arch, data, [{"weight_decay": 1e-3, "seed": 5}], config, progress=False)
@@ -74,7 +72,7 @@ def test_member_result_does_not_depend_on_its_companions():
 def test_weight_decay_shrinks_weights_and_per_member_data():
     arch = nrc.Architecture((6, 12, 3))
     config = nrc.TrainConfig(epochs=5, batch_size=8)
-    datasets = [_data(seed=0), _data(seed=1)]
+    datasets = [mixture(seed=0), mixture(seed=1)]
     sweep = nrc.train(arch, datasets, [{"weight_decay": 0.0}, {"weight_decay": 0.5}], config, progress=False)
     norms = sweep.params["W1"].flatten(1).norm(dim=1)
     assert norms[1] < norms[0]
@@ -82,7 +80,7 @@ def test_weight_decay_shrinks_weights_and_per_member_data():
 
 
 def test_diverged_member_is_marked_and_isolated():
-    data = _data()
+    data = mixture()
     arch = nrc.Architecture((6, 12, 3))
     config = nrc.TrainConfig(loss="mse", epochs=3, batch_size=8, schedule="constant")
     members = [{"weight_decay": 1e-3, "lr": 0.05}, {"weight_decay": 1e-3, "lr": 1e4}]
@@ -98,7 +96,7 @@ def test_diverged_member_is_marked_and_isolated():
 
 
 def test_killed_sweep_resumes_from_checkpoint(tmp_path):
-    data = _data()
+    data = mixture()
     arch = nrc.Architecture((6, 12, 3))
     members = nrc.grid(weight_decay=[1e-3, 1e-2], seed=0)
     full = nrc.train(arch, data, members, nrc.TrainConfig(epochs=6, batch_size=8), progress=False)
@@ -139,7 +137,7 @@ def test_config_validation(kwargs, match):
 
 
 def test_member_and_architecture_validation():
-    data = _data()
+    data = mixture()
     arch = nrc.Architecture((6, 8, 3))
     with pytest.raises(ValueError, match="weight_decay must be >= 0"):
         nrc.train(arch, data, [{"weight_decay": -1.0}], progress=False)
@@ -169,7 +167,7 @@ def test_lbfgs_refinement_reaches_stationarity():
 
 
 def test_residual_network_trains_and_has_w_and_v_sites():
-    data = _data()
+    data = mixture()
     arch = nrc.Architecture((6, 10, 10, 10, 3), residual=True, bias=True)
     sweep = nrc.train(arch, data, [{"weight_decay": 1e-2}], nrc.TrainConfig(epochs=3, batch_size=8), progress=False)
     sites = nrc.analyze(sweep, data).sites
@@ -185,7 +183,7 @@ def test_batched_lbfgs_follows_torch_lbfgs_member_by_member(loss, activation, bi
     # a wrong step, history or line search differs at the 1e-2 level
     from nrc.train import regularized_loss
 
-    data = _data(per_class=12)
+    data = mixture(per_class=12)
     arch = nrc.Architecture((6, 10, 10, 3), activation=activation, bias=bias)
     members = [{"weight_decay": w, "seed": s} for w, s in [(1e-3, 0), (3e-2, 1), (1e-1, 2)]]
     # with biases, leave them out of the weight decay (T5's setting): the masked penalty path
@@ -218,7 +216,7 @@ def test_batched_lbfgs_follows_torch_lbfgs_member_by_member(loss, activation, bi
 
 
 def test_batched_lbfgs_skips_diverged_members_and_keeps_others_independent():
-    data = _data()
+    data = mixture()
     arch = nrc.Architecture((6, 12, 3))
     config = nrc.TrainConfig(loss="mse", epochs=3, batch_size=8, schedule="constant", refine="lbfgs",
                              refine_steps=20)
@@ -237,7 +235,7 @@ def test_both_sgd_update_paths_reproduce_torch_sgd(monkeypatch, threshold):
     import importlib
 
     monkeypatch.setattr(importlib.import_module("nrc.train"), "FUSED_SGD_MIN_NUMEL", threshold)
-    data = _data()
+    data = mixture()
     arch = nrc.Architecture((6, 16, 16, 3), activation="relu", bias=True)
     config = nrc.TrainConfig(loss="ce", epochs=3, batch_size=8, lr=0.05, momentum=0.9, regularize_bias=True)
     members = [{"weight_decay": 1e-3, "seed": 3, "lr": 0.05}, {"weight_decay": 3e-2, "seed": 7, "lr": 0.1}]
@@ -254,7 +252,7 @@ def test_batched_lbfgs_with_per_member_data_matches_each_member_alone():
     # T9 and E2 refine members trained on different data sets (one spread each)
     arch = nrc.Architecture((6, 10, 3), activation="tanh")
     config = nrc.TrainConfig(loss="mse", epochs=2, batch_size=8, refine="lbfgs", refine_steps=10)
-    datasets = [_data(seed=0), _data(seed=1)]
+    datasets = [mixture(seed=0), mixture(seed=1)]
     members = [{"weight_decay": 1e-2, "seed": 0}, {"weight_decay": 3e-2, "seed": 1}]
     both = nrc.train(arch, datasets, members, config, progress=False)
     for m in range(2):
@@ -271,7 +269,7 @@ def test_refine_snapshots_equal_separate_runs(tmp_path, activation, loss):
     # mostly follow the long run: the snapshot path. The lr = 1e4 member diverges in SGD.
     from dataclasses import replace
 
-    data = _data(per_class=12)
+    data = mixture(per_class=12)
     arch = nrc.Architecture((6, 10, 10, 3), activation=activation)
     members = [{"weight_decay": 1e-2, "seed": 0}, {"weight_decay": 3e-2, "seed": 1},
                {"weight_decay": 1e-2, "seed": 2, "lr": 1e4}]

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import mixture, write_notebook
+
 import nrc
 from nrc_companion.config import ConfigError, check, field_defaults, field_types
 from nrc_companion.params import MODELS, cell_model, validate_parameters
@@ -34,6 +36,8 @@ class Example(NotebookParameters):
     name: str = "x"
     hidden: list[int] = [8, 8]
 """
+#: The cell a notebook runs after its parameters cell: the model, then the check.
+VALIDATE_CELL = MODEL_SRC + "validate_parameters(Example, globals())"
 _scope: dict = {}
 exec(MODEL_SRC, _scope)
 Example = _scope["Example"]
@@ -182,19 +186,6 @@ def test_bad_notebook_values_are_one_line_naming_the_parameter(name, values, nee
         assert n in msg, msg
 
 
-def _notebook(path, param_src, body):
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    params = nbformat.v4.new_code_cell(param_src)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(MODEL_SRC + "validate_parameters(Example, globals())"),
-                nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, str(path))
-
-
 def _papermill_cli(tmp_path, *args):
     import os
     import subprocess
@@ -209,8 +200,8 @@ def _papermill_cli(tmp_path, *args):
 
 def test_papermill_cli_values_as_people_type_them(tmp_path):
     """A real papermill run: -p values arrive as strings/floats/ints and are coerced in the kernel."""
-    _notebook(tmp_path / "t.ipynb", PARAMS_CELL,
-              "import json\nopen('got.json', 'w').write(json.dumps([weight_decays, rank_tol, seeds, bias]))")
+    write_notebook(tmp_path / "t.ipynb", PARAMS_CELL, VALIDATE_CELL,
+                   "import json\nopen('got.json', 'w').write(json.dumps([weight_decays, rank_tol, seeds, bias]))")
     r = _papermill_cli(tmp_path, "-p", "weight_decays", "[0.01, 0.1]", "-p", "rank_tol", "1e-3",
                        "-p", "seeds", "0", "-p", "bias", "no")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -220,7 +211,7 @@ def test_papermill_cli_values_as_people_type_them(tmp_path):
 
 
 def test_papermill_cli_unknown_parameter_fails_the_run(tmp_path):
-    _notebook(tmp_path / "t.ipynb", PARAMS_CELL, "open('ran', 'w').close()")
+    write_notebook(tmp_path / "t.ipynb", PARAMS_CELL, VALIDATE_CELL, "open('ran', 'w').close()")
     r = _papermill_cli(tmp_path, "-p", "seed", "3")
     assert r.returncode != 0
     assert "unknown parameter 'seed' (did you mean 'seeds'?)" in r.stdout + r.stderr
@@ -311,12 +302,8 @@ def test_architecture_rejects_non_integer_widths():
 # analyze_model: K checks and loss conventions
 
 
-def _data(K=3):
-    return nrc.make_gaussian_mixture(num_classes=K, dim=5, per_class=8, spread=0.5, seed=0)
-
-
 def test_analyze_model_checks_k_against_model_and_data():
-    data = _data(3)
+    data = mixture(dim=5, per_class=8)
     model = torch.nn.Sequential(torch.nn.Linear(5, 8, bias=False), torch.nn.ReLU(),
                                 torch.nn.Linear(8, 4, bias=False))
     with pytest.raises(ValueError, match="the model has 4 outputs but the data have 3 classes"):
@@ -338,7 +325,7 @@ def test_analyze_model_checks_k_against_model_and_data():
 def test_analyze_model_with_torch_mse_loss_gets_the_stationary_bound(reduction):
     """A model fitted to a stationary point of nn.MSELoss + lambda/2 ||W||^2: with the loss object the
     measured gradient residual is ~0; with nrc's own "mse" convention and the same lambda it is not."""
-    data = _data(3)
+    data = mixture(dim=5, per_class=8)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 8, bias=False), torch.nn.Tanh(),
                                 torch.nn.Linear(8, 3, bias=False)).double()
@@ -367,7 +354,7 @@ def test_analyze_model_with_torch_mse_loss_gets_the_stationary_bound(reduction):
 
 
 def test_analyze_model_cross_entropy_object_equals_string():
-    data = _data(3)
+    data = mixture(dim=5, per_class=8)
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(5, 8, bias=False), torch.nn.ReLU(),
                                 torch.nn.Linear(8, 3, bias=False))
