@@ -453,5 +453,21 @@ def main(argv=None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The ``nrc`` console script: :func:`main`, then exit.
+
+    After Ctrl-C under Ray the pool has already cancelled its tasks and stopped the local cluster
+    (about 2 s); Python's own shutdown with Ray and torch loaded then takes another ~7 s
+    (measured: 6.7 s for a bare Ray script with torch, 1.5 s with ``os._exit``). Nothing is left
+    to flush but our own streams, so an interrupted run leaves at once.
+    """
+    code = main()
+    if code == 130 and "ray" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

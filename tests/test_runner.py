@@ -60,7 +60,7 @@ def test_invalid_profile_runs_nothing(repo, capsys):
         "profile: tiny\nextra: 1\nnotebooks:\n  good:\n    epochs: many\n    epoch: 2\n  ghost: {}\n")
     assert main(args(repo)) == 2
     err = capsys.readouterr().err
-    for fragment in ("unknown top-level key 'extra'", "good: parameter 'epochs' expects int, got str ('many')",
+    for fragment in ("unknown top-level key 'extra'", "good: parameter 'epochs' = 'many' is not allowed: expected an integer",
                      "good: unknown parameter 'epoch'", "unknown notebook 'ghost'",
                      "notebook 'bad'", "missing from the profile"):
         assert fragment in err
