@@ -317,7 +317,7 @@ def check_all(model, values: dict, label=lambda name: f"parameter {name!r}", hin
 
 
 def check(model, values: dict, label=lambda name: f"parameter {name!r}", hint=None, where: str = ""):
-    """Coerce ``values`` (:func:`coerce`) and validate them against ``model``; the validated instance.
+    """Coerce ``values`` (``coerce``) and validate them against ``model``; the validated instance.
 
     Parameters
     ----------
@@ -334,7 +334,7 @@ def check(model, values: dict, label=lambda name: f"parameter {name!r}", hint=No
     Raises
     ------
     ConfigError
-        The first problem of :func:`check_all`, one line: ``LABEL = VALUE is not allowed: expected
+        The first problem of ``check_all``, one line: ``LABEL = VALUE is not allowed: expected
         ALLOWED``, or the unknown name and the allowed ones.
     """
     instance, problems = check_all(model, values, label, hint, where)

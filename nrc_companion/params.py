@@ -648,7 +648,7 @@ def validate_parameters(model, namespace: dict) -> NotebookParameters:
     Parameters
     ----------
     model : str or NotebookParameters subclass
-        A notebook stem of :data:`MODELS`, or a model.
+        A notebook stem of ``MODELS``, or a model.
     namespace : dict
         The notebook's globals.
 
