@@ -184,7 +184,8 @@ def test_colab_setup_installs_nrc_and_the_notebook_runs(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src)
-    shutil.copytree(REPO / "nrc", src / "nrc", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("nrc", "nrc_companion"):  # both packages of pyproject.toml
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     stub = tmp_path / "stub" / "google" / "colab"
     stub.mkdir(parents=True)
     (stub.parent / "__init__.py").write_text("")
