@@ -283,8 +283,10 @@ def _wait_for(pred, timeout, proc):
 
 
 def test_ctrl_c_in_sweep_says_where_and_rerun_resumes(tmp_path):
+    # 4000 epochs of this tiny net take ~4 s here: long enough that SIGINT lands mid-training even
+    # when a loaded machine delays this test's polling (1500 epochs, ~1.4 s, once finished first).
     cache = tmp_path / "cache"
-    argv = [sys.executable, "-m", "nrc_companion.cli", "sweep", "--quiet", "--epochs", "1500", "--widths", "4",
+    argv = [sys.executable, "-m", "nrc_companion.cli", "sweep", "--quiet", "--epochs", "4000", "--widths", "4",
             "--classes", "2", "--dim", "3", "--per-class", "5", "--weight-decays", "0.1", "--seeds", "0",
             "--cache-dir", str(cache)]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -297,10 +299,10 @@ def test_ctrl_c_in_sweep_says_where_and_rerun_resumes(tmp_path):
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "nrc sweep: interrupted during training, at epoch" in lines[0], err
-    assert "of 1500" in lines[0] and "run the same command again to resume" in lines[0]
+    assert "of 4000" in lines[0] and "run the same command again to resume" in lines[0]
     ckpt = next((cache / "checkpoints").glob("*.pt"))
     epoch = torch.load(ckpt, weights_only=False)["epoch"]
-    assert 0 < epoch < 1500
+    assert 0 < epoch < 4000
     done = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Numerical rank" in done.stdout
