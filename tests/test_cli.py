@@ -271,6 +271,12 @@ def _env():
     return env
 
 
+def _interruptible():
+    """Popen's ``preexec_fn``: the child takes SIGINT as Ctrl-C, also when this test runs in a
+    background job (``cmd &``), where the shell leaves SIGINT ignored and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(pred, timeout, proc):
     t0 = time.time()
     while not pred():
@@ -283,14 +289,12 @@ def _wait_for(pred, timeout, proc):
 
 
 def test_ctrl_c_in_sweep_says_where_and_rerun_resumes(tmp_path):
-    # 4000 epochs of this tiny net take ~4 s here: long enough that SIGINT lands mid-training even
-    # when a loaded machine delays this test's polling (1500 epochs, ~1.4 s, once finished first).
     cache = tmp_path / "cache"
-    argv = [sys.executable, "-m", "nrc_companion.cli", "sweep", "--quiet", "--epochs", "4000", "--widths", "4",
+    argv = [sys.executable, "-m", "nrc_companion.cli", "sweep", "--quiet", "--epochs", "1500", "--widths", "4",
             "--classes", "2", "--dim", "3", "--per-class", "5", "--weight-decays", "0.1", "--seeds", "0",
             "--cache-dir", str(cache)]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_interruptible)
     _wait_for(lambda: any((cache / "checkpoints").glob("*.pt")) if (cache / "checkpoints").is_dir() else False,
               120, proc)
     proc.send_signal(signal.SIGINT)
@@ -299,10 +303,10 @@ def test_ctrl_c_in_sweep_says_where_and_rerun_resumes(tmp_path):
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "nrc sweep: interrupted during training, at epoch" in lines[0], err
-    assert "of 4000" in lines[0] and "run the same command again to resume" in lines[0]
+    assert "of 1500" in lines[0] and "run the same command again to resume" in lines[0]
     ckpt = next((cache / "checkpoints").glob("*.pt"))
     epoch = torch.load(ckpt, weights_only=False)["epoch"]
-    assert 0 < epoch < 4000
+    assert 0 < epoch < 1500
     done = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Numerical rank" in done.stdout
@@ -330,7 +334,7 @@ def test_ctrl_c_in_reproduce_mid_notebook_then_rerun_completes(tmp_path):
     argv = [sys.executable, "-m", "nrc_companion.cli", "reproduce", "--profile", str(profile), "--notebooks", str(nbdir),
             "--only", "a_quick", "--only", "b_slow", "--out", str(out)]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_interruptible)
     _wait_for(marker.exists, 180, proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
