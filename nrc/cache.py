@@ -25,7 +25,7 @@ from .provenance import environment
 from .timing import timed
 from .train import Sweep, TrainConfig, _validate_members, train
 
-__all__ = ["ResultStore", "fingerprint", "TRAINER_VERSION"]
+__all__ = ["ResultStore", "fingerprint", "TRAINER_VERSION", "member_entry", "atomic_write", "MemberLocks"]
 
 #: Bump when a change to the trainer changes results, so old cache entries are not reused.
 TRAINER_VERSION = 2  # 2: float64 L-BFGS refinement batched across members
@@ -66,7 +66,7 @@ def _log_training(*, trained: int, loaded: int, seconds: float) -> None:
         pass  # counting is best effort: never fail a training because the log is unwritable
 
 
-def _member_entry(sweep: Sweep, j: int, member: dict, env: dict) -> dict:
+def member_entry(sweep: Sweep, j: int, member: dict, env: dict) -> dict:
     """The cache entry of member ``j`` of a trained (sub-)sweep."""
     # clone: torch.save of a view writes the whole stacked storage (M times the member)
     return {"params": {k: v[j].clone() for k, v in sweep.params.items()},
@@ -75,7 +75,7 @@ def _member_entry(sweep: Sweep, j: int, member: dict, env: dict) -> dict:
             "seconds": sweep.seconds / sweep.num_members, "device": sweep.device, "meta": env}
 
 
-def _atomic_write(obj, path: Path) -> None:
+def atomic_write(obj, path: Path) -> None:
     """``torch.save`` to a temporary file unique to this writer, then rename it into place.
 
     The rename is atomic on POSIX filesystems (also NFS), so a reader sees the old entry or the
@@ -96,7 +96,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-class _MemberLocks:
+class MemberLocks:
     """Non-blocking exclusive ``fcntl.flock`` locks on ``<dir>/<key>.lock``; ``held`` are the ones taken.
 
     flock locks belong to the open file, so the OS releases them when the holder exits or is
@@ -201,7 +201,7 @@ class ResultStore:
         trained, seconds = 0, 0.0
         missing = [k for k, v in loaded.items() if v is None]
         while missing:
-            with _MemberLocks(self.root / "locks", missing) as held:
+            with MemberLocks(self.root / "locks", missing) as held:
                 for k in held:  # another process may have finished it between our load and our lock
                     loaded[k] = self._load(k)
                 todo = [k for k in held if loaded[k] is None]
@@ -216,12 +216,12 @@ class ResultStore:
                                       checkpoint=ckpt, progress=progress, callback=callback)
                         env = environment()
                         for j, k in enumerate(todo):
-                            self._write(k, _member_entry(sweep, j, sub_members[j], env))
+                            self.write(k, member_entry(sweep, j, sub_members[j], env))
                     else:
                         from .executors import train_shards
 
                         train_shards(spec, arch, sub_data, sub_members, todo, config, root=self.root,
-                                     write=self._write, device=device, callback=callback,
+                                     write=self.write, device=device, callback=callback,
                                      log=None if progress is False else _stderr)
                     seconds += time.perf_counter() - t0
                     trained += len(todo)
@@ -229,7 +229,7 @@ class ResultStore:
                         loaded[k] = self._load(k)
             waiting = [k for k in missing if k not in held]
             if waiting:
-                _MemberLocks.wait(self.root / "locks", waiting)  # their holders finished or died
+                MemberLocks.wait(self.root / "locks", waiting)  # their holders finished or died
                 for k in waiting:
                     loaded[k] = self._load(k)
             missing = [k for k in waiting if loaded[k] is None]  # a holder died: train them ourselves
@@ -241,9 +241,9 @@ class ResultStore:
                      np.array([e["diverged"] for e in entries]),
                      sum(e["seconds"] for e in entries), entries[0]["device"])
 
-    def _write(self, key: str, entry: dict) -> None:
+    def write(self, key: str, entry: dict) -> None:
         """Write one cache entry atomically (a unique temporary file, then a rename)."""
-        _atomic_write(entry, self._path(key))
+        atomic_write(entry, self._path(key))
 
     def cached(self, arch, config, data, members) -> list[bool]:
         """Which members are already in the cache."""

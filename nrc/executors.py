@@ -385,7 +385,7 @@ def train_shard(arch, data, members, config, *, device=None, checkpoint=None, th
     """
     import torch
 
-    from .cache import _member_entry
+    from .cache import member_entry
     from .provenance import environment
     from .train import train
 
@@ -396,7 +396,7 @@ def train_shard(arch, data, members, config, *, device=None, checkpoint=None, th
     sweep = train(arch, data, members, config, device=device, checkpoint=checkpoint, progress=False,
                   callback=callback)
     env = dict(environment(), where=where_running(kind))
-    return [_member_entry(sweep, j, m, env) for j, m in enumerate(sweep.members)]
+    return [member_entry(sweep, j, m, env) for j, m in enumerate(sweep.members)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ __all__ = [
     "member_params", "min_norm_weights", "collapse_costs", "ridge_readout", "residual_projector",
     "regularized_objective", "hidden_tcv", "descent_path", "collapse_path", "straight_path",
     "path_values", "waypoint_measures", "barrier", "max_rise", "solve_reduced_problem", "compare_spectra",
+    "fit", "objective_and_gradient_norm", "ridge_collapse_values", "group_minima",
 ]
 
 _F64 = torch.float64
@@ -709,3 +710,106 @@ def compare_spectra(s_forecast, s_trained, *, tol: float = 1e-2) -> dict:
     return {"rank_forecast": rf, "rank_trained": rt, "rank_match": rf == rt,
             "rel_error": float(np.max(np.abs(b - a) / a)),
             "rel_error_norm": float(np.linalg.norm(b - a) / np.linalg.norm(a))}
+
+
+# ----------------------------------------------------------------------------------------------
+# E. measurements of one network shared by the landscape notebooks (E4, E4b, E5)
+
+
+def fit(arch: Architecture, params: dict, x, y, *, loss: str = "mse") -> dict:
+    """Training accuracy and mean unregularised loss of one network on ``(x, y)``.
+
+    Parameters
+    ----------
+    arch : Architecture
+    params : dict of Tensor
+        One unstacked network (:func:`member_params`); ``x`` must share its device and dtype.
+    x : Tensor, shape (N, d_0)
+    y : Tensor, shape (N,)
+        Class labels.
+    loss : {"mse", "ce"}
+
+    Returns
+    -------
+    dict
+        ``train_acc`` (fraction of ``argmax f(x_i) == y_i``) and ``train_loss`` (mean of the
+        per-sample loss, :func:`nrc.member_losses`).
+    """
+    with torch.no_grad():
+        logits = forward(arch, _stack(params), x)[0]
+    return {"train_acc": float((logits.argmax(1) == y).double().mean()),
+            "train_loss": float(member_losses(logits[None], y[None], loss).mean())}
+
+
+def objective_and_gradient_norm(arch: Architecture, params: dict, x, y, weight_decay: float, *,
+                                loss: str = "mse") -> tuple[float, float]:
+    """``L_lambda`` of one network (:func:`regularized_objective`) and the Euclidean norm of its gradient.
+
+    The gradient is taken with respect to every parameter tensor (weights and biases) of a copy of
+    ``params``; ``params`` itself is left untouched. 0 at an exact stationary point.
+
+    Returns
+    -------
+    value : float
+    grad_norm : float
+        ``sqrt(sum_k ||d L_lambda / d theta_k||^2)``.
+    """
+    p_grad = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    value = regularized_objective(arch, p_grad, x, y, weight_decay, loss=loss)
+    grads = torch.autograd.grad(value, list(p_grad.values()))
+    return float(value.detach()), float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
+
+
+def ridge_collapse_values(Z, labels, num_classes: int, weight_decay: float, factors) -> list[float]:
+    """The ridge read-out value ``V(s)`` of the features ``E M + s R`` for every factor ``s``.
+
+    ``Z`` is split into its class means ``M`` (rows of ``E M``, ``E`` the one-hot label matrix) and
+    within-class residuals ``R = Z - E M``; for each ``s`` the value of :func:`ridge_readout` with
+    one-hot targets ``E`` is returned. ``s = 1`` are the features themselves, ``s = 0`` their
+    collapse; ``V`` is non-decreasing in ``s`` (see :func:`ridge_readout`).
+
+    Parameters
+    ----------
+    Z : Tensor, shape (N, d)
+    labels : Tensor, shape (N,)
+    num_classes : int
+    weight_decay : float
+        ``lambda > 0``.
+    factors : iterable of float
+
+    Returns
+    -------
+    list of float, one per factor (in the order given)
+    """
+    Z = torch.as_tensor(Z).to(_F64)
+    E = one_hot(labels, num_classes).to(Z.device)
+    M, _ = class_means(Z, labels, num_classes)
+    R = Z - E @ M
+    return [ridge_readout(E @ M + s * R, E, weight_decay)[1] for s in factors]
+
+
+def group_minima(solutions: list[dict], rtol: float) -> list[list[dict]]:
+    """Group solutions sorted by ``value`` into distinct minima.
+
+    A new group starts where the value differs from the first (best) value of the current group
+    by more than ``rtol`` times its magnitude; within a group the order is kept, so ``group[0]``
+    is its best solution.
+
+    Parameters
+    ----------
+    solutions : list of dict
+        Each with a ``"value"``, sorted ascending (as :func:`solve_reduced_problem` returns them).
+    rtol : float
+        Relative gap of the value that separates two minima.
+
+    Returns
+    -------
+    list of list of dict
+    """
+    groups: list[list[dict]] = []
+    for s in solutions:
+        if groups and abs(s["value"] - groups[-1][0]["value"]) <= rtol * abs(groups[-1][0]["value"]):
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return groups

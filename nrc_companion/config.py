@@ -33,7 +33,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from annotated_types import Ge, Gt, Le, Lt, MinLen, Predicate
 
 __all__ = ["ConfigError", "RuleError", "rule", "Allowed", "describe", "coerce", "check", "check_all", "field_types", "field_defaults",
-           "SweepOptions", "SWEEP_GROUPS", "sweep_options", "load_config_file", "check_writable", "check_device"]
+           "SweepOptions", "SWEEP_GROUPS", "sweep_options", "load_config_file", "check_writable", "check_device",
+           "unwrap_annotated"]
 
 
 class ConfigError(ValueError):
@@ -97,7 +98,7 @@ def _is_device(v) -> bool:
 # annotations -> coercion and text
 
 
-def _unwrap(tp) -> tuple[Any, list]:
+def unwrap_annotated(tp) -> tuple[Any, list]:
     """``Annotated[T, m1, m2]`` -> (T, [m1, m2]); nested Annotated are flattened."""
     metas: list = []
     while typing.get_origin(tp) is Annotated:
@@ -157,7 +158,7 @@ def coerce(tp, value):
     the number type then rejects); ``None``/``null`` text is ``None`` where ``None`` is allowed.
     Everything else goes to pydantic as given (its lax mode reads ``"no"`` as False, 5.0 as 5).
     """
-    base, _ = _unwrap(tp)
+    base, _ = unwrap_annotated(tp)
     inner = _optional(base)
     if inner is not None:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
@@ -217,7 +218,7 @@ def _plural(text: str) -> str:
 
 def describe(tp) -> str:
     """What annotation ``tp`` allows, in words (``"a non-empty list of finite numbers > 0"``)."""
-    base, metas = _unwrap(tp)
+    base, metas = unwrap_annotated(tp)
     own = next((m.text for m in metas if isinstance(m, Allowed)), None)
     if own is not None:
         return own
@@ -233,7 +234,7 @@ def describe(tp) -> str:
         head = "a non-empty list of " if least == 1 else f"a list of at least {least} " if least else "a list of "
         if not args or args[0] is Any:
             return head + "values"
-        item_base, _ = _unwrap(args[0])
+        item_base, _ = unwrap_annotated(args[0])
         if typing.get_origin(item_base) is Literal:
             return head + "items from " + ", ".join(_fmt(v) for v in typing.get_args(item_base))
         return head + _plural(describe(args[0]))

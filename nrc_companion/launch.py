@@ -39,6 +39,7 @@ __all__ = [
     "colab_url",
     "environment_yaml",
     "insert_setup_cell",
+    "is_setup_cell",
     "repository",
     "requirements",
     "setup_cell_source",
@@ -169,14 +170,15 @@ if "google.colab" in sys.modules:
 '''
 
 
-def _is_setup_cell(cell: dict) -> bool:
+def is_setup_cell(cell: dict) -> bool:
+    """Whether ``cell`` is the Colab / Binder set-up cell that :func:`insert_setup_cell` writes."""
     return cell.get("cell_type") == "code" and _MARKER in cell.get("metadata", {}).get("tags", [])
 
 
 def _setup_position(cells: list[dict]) -> int:
     """Index of the set-up cell: right after the leading title (markdown) cells, before any code."""
     i = 0
-    while i < len(cells) and cells[i].get("cell_type") == "markdown" and not _is_setup_cell(cells[i]):
+    while i < len(cells) and cells[i].get("cell_type") == "markdown" and not is_setup_cell(cells[i]):
         i += 1
     return i
 
@@ -196,7 +198,7 @@ def insert_setup_cell(nb: dict, source: str) -> bool:
     """
     cells = nb["cells"]
     wanted = _new_cell(source)
-    existing = [i for i, c in enumerate(cells) if _is_setup_cell(c)]
+    existing = [i for i, c in enumerate(cells) if is_setup_cell(c)]
     if existing == [_setup_position(cells)] and _cell_matches(cells[existing[0]], wanted):
         return False
     for i in reversed(existing):

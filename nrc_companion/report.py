@@ -2,7 +2,8 @@
 
 Every notebook page shows results, not plumbing; what more than one page needs lives here
 (no helper is defined in two notebooks). Functions return values or display HTML; none of
-them trains or measures anything.
+them trains or measures anything. :func:`publish` is the closing step of every notebook: it
+glues the verdict sentences, writes the record and tables and shows the verdicts.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["page_setup", "show_table", "table_html", "column_format", "fold_html", "verdict_table",
-           "verdict_markdown", "verdict_html", "normalise_check", "verdict_badge", "glue", "fmt_list"]
+           "verdict_markdown", "verdict_html", "normalise_check", "verdict_badge", "glue", "show", "publish",
+           "fmt_list"]
 
 #: Font size (points) of every figure; with figures 7.5 in wide at 100 dpi shown at the book's
 #: content width (about 750 px) text renders at 13-14 px.
@@ -323,14 +325,113 @@ def verdict_table(checks: list[Mapping]):
             raw=True)
 
 
+def _close_figure(obj) -> None:
+    """Close ``obj`` in pyplot when it is a matplotlib Figure (the kernel then holds no open figure)."""
+    from matplotlib.figure import Figure
+
+    if isinstance(obj, Figure):
+        import matplotlib.pyplot as plt
+
+        plt.close(obj)
+
+
 def glue(name: str, value, display: bool = False):
-    """``myst_nb.glue`` when myst-nb is installed (a no-op otherwise); returns ``value``."""
+    """``myst_nb.glue`` when myst-nb is installed (a no-op otherwise); returns ``value``.
+
+    A matplotlib Figure is closed once glued: its rendering is already stored in the output, and
+    an open figure would be drawn a second time at the end of the cell.
+    """
     try:
         from myst_nb import glue as _glue
     except ImportError:
+        _close_figure(value)
         return value
     _glue(name, value, display=display)
+    _close_figure(value)
     return value
+
+
+def show(fig) -> None:
+    """Display a figure, then close it, so the kernel holds no open figures.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure, typically from :mod:`nrc_companion.plots` (any displayable object is shown;
+        only a Figure is closed).
+
+    Returns
+    -------
+    None
+        Nothing, so a cell ending with this call shows the figure once.
+    """
+    from IPython.display import display
+
+    display(fig)
+    _close_figure(fig)
+
+
+def publish(notebook: str, values: Mapping, checks: list[Mapping] | None = None, *,
+            inputs: Mapping, verdict=None, texts: Mapping[str, str] | None = None,
+            tables: Mapping[str, pd.DataFrame] | None = None) -> list[dict]:
+    """Close a notebook: glue its verdict sentences and texts, record it, save its tables, show its checks.
+
+    In this order: each verdict sentence (:func:`nrc_companion.verdicts.sentence` of the chosen
+    checks, joined by spaces) and each extra text is glued as Markdown (not displayed);
+    :func:`nrc_companion.records.record` writes ``values``, ``checks`` and ``inputs`` (and glues
+    every value); each table is written by :func:`nrc_companion.records.save_table`; last,
+    :func:`verdict_table` shows the checks.
+
+    Parameters
+    ----------
+    notebook : str
+        The notebook's name (file stem).
+    values : mapping
+        Key numbers of the record.
+    checks : list of dict, optional
+        The evaluated checks; by default ``verdicts.evaluate(notebook, inputs)`` (pass them when
+        ``values`` or ``texts`` quote them).
+    inputs : mapping
+        The structured inputs of the checks (check id -> rows), stored in the record.
+    verdict : None, sequence of str or mapping, optional
+        Which checks make which glued sentence. None (the default): one sentence of all checks,
+        glued as ``"<prefix>_verdict"`` where ``<prefix>`` is the notebook name up to its first
+        ``_`` (``"t2_rank_tcv_bound"`` -> ``"t2_verdict"``); a sequence of check ids: one
+        sentence of those checks under the same name; a mapping: glue name -> check ids (None
+        for all checks), one sentence each (an empty mapping glues none).
+    texts : mapping, optional
+        Further glue name -> Markdown text.
+    tables : mapping, optional
+        Table name -> DataFrame, each written as ``<name>.csv`` beside the record.
+
+    Returns
+    -------
+    list of dict
+        The checks (evaluated here when not given).
+    """
+    from IPython.display import Markdown
+
+    from . import verdicts
+    from .records import record, save_table
+
+    if checks is None:
+        checks = verdicts.evaluate(notebook, inputs)
+    checks = list(checks)
+    if isinstance(verdict, str):
+        verdict = (verdict,)
+    if verdict is None or not isinstance(verdict, Mapping):
+        verdict = {f"{notebook.split('_')[0]}_verdict": verdict}
+    by_id = {c.get("id"): c for c in checks}
+    for name, ids in verdict.items():
+        chosen = checks if ids is None else [by_id[i] for i in ids]
+        glue(name, Markdown(" ".join(verdicts.sentence(c) for c in chosen)))
+    for name, text in (texts or {}).items():
+        glue(name, Markdown(text))
+    record(notebook, dict(values), checks, inputs=dict(inputs))
+    for name, df in (tables or {}).items():
+        save_table(df, notebook, name)
+    verdict_table(checks)
+    return checks
 
 
 def fmt_list(values, spec: str = "g") -> str:

@@ -18,17 +18,138 @@ trend of claim 14 (:func:`scale_free_inputs`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from time import perf_counter
 
 from nrc.data import Dataset, load_dataset, make_gaussian_mixture
 from nrc.models import Architecture
 from nrc.train import TrainConfig, grid
 
-__all__ = ["load_data", "architecture", "members", "train_config", "train_and_analyze", "scale_text",
-           "theorem_sweep", "TheoremSweep", "check_image_sweep", "rank_trend_inputs", "bound_terms",
+__all__ = ["prepare", "Setup", "device_for", "data_for", "load_data", "architecture", "members", "train_config", "train_and_analyze", "scale_text",
+           "theorem_sweep", "TheoremSweep", "rank_trend_inputs", "bound_terms",
            "bound_inputs", "bound_summary", "vacuous_terms", "initial_nc1", "collapse_inputs",
-           "scale_free_inputs", "ImageSweep", "image_sweep", "sweep_values", "relative_difference",
+           "scale_free_inputs", "ImageSweep", "image_sweep", "sweep_values", "TRUNCATIONS", "truncation_ranks",
+           "relative_difference",
            "budgets_config"]
+
+
+@dataclass
+class Setup:
+    """What every notebook builds first from its validated parameters (:func:`prepare`).
+
+    ``data``, ``arch``, ``members`` and ``config`` are ``None`` where the notebook's parameters do
+    not determine one alone (several data sets, several activations, several losses, a list of
+    refinement budgets): the notebook builds those itself from the same helpers.
+    """
+
+    name: str
+    params: object
+    device: str
+    store: object
+    data: Dataset | None = None
+    arch: Architecture | None = None
+    members: list[dict] | None = None
+    config: TrainConfig | None = None
+
+    # theorem group (derivation, T1-T4)
+    @property
+    def analysis_device(self) -> str | None:
+        """The device for :func:`nrc.analyze`: the one the parameters name, ``None`` (the CPU) for ``"auto"``.
+
+        Training resolves ``"auto"`` to the GPU where there is one (:attr:`device`), while the
+        notebooks have always measured a sweep on the CPU unless a device is named; this keeps it so.
+        """
+        return None if dict(self.params).get("device", "auto") == "auto" else self.device
+
+    # synthetic group (T5-T9, E2)
+    started: float = field(default_factory=perf_counter)  #: when :func:`prepare` built it (``time.perf_counter``)
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds since :func:`prepare` built this set-up (the notebook's run time so far)."""
+        return perf_counter() - self.started
+
+
+def device_for(name: str) -> str:
+    """``"auto"`` -> ``"cuda"`` where torch sees a GPU, else ``"cpu"``; any other name unchanged."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def data_for(params, **overrides) -> Dataset:
+    """The training data a notebook's parameters describe (``overrides`` replace single fields).
+
+    ``dataset`` (default ``"synthetic"``) picks the Gaussian mixture of :func:`nrc.make_gaussian_mixture`
+    (``num_classes``, ``dim``, ``per_class``, ``spread``, ``center_scale``, ``data_seed``) or a
+    balanced image subset of :func:`nrc.load_dataset` (``per_class``, ``data_seed``,
+    ``test_per_class``: -1 is the whole test split, absent is none). Missing fields take the
+    defaults of those loaders, so a notebook and :func:`load_data` with the same values give the
+    same tensors (and cache keys).
+    """
+    p = {**dict(params), **overrides}
+    name = p.get("dataset", "synthetic")
+    if name in ("synthetic", "gmm"):
+        return make_gaussian_mixture(num_classes=int(p.get("num_classes", 4)), dim=int(p.get("dim", 10)),
+                                     per_class=int(p.get("per_class", 30)), spread=float(p.get("spread", 0.7)),
+                                     center_scale=float(p.get("center_scale", 2.0)), seed=int(p.get("data_seed", 0)))
+    test = int(p.get("test_per_class", 0))
+    return load_dataset(name, per_class=int(p["per_class"]), test_per_class=None if test < 0 else test,
+                        seed=int(p.get("data_seed", 0)), download=True)
+
+
+def prepare(name: str, namespace: dict, *, residual: bool = False) -> Setup:
+    """The first code cell of every notebook: validate the parameters, style the page, build the set-up.
+
+    Parameters
+    ----------
+    name : str
+        The notebook's file stem (its parameter model in :data:`nrc_companion.params.MODELS`).
+    namespace : dict
+        The notebook's ``globals()``: validated and written back typed
+        (:func:`nrc_companion.params.validate_parameters`).
+    residual : bool, optional
+        Build the ``widths`` network as a residual MLP (:class:`nrc.Architecture` ``residual=True``;
+        E3). The parameter models have no such field: the notebook says it.
+
+    Returns
+    -------
+    Setup
+        The validated parameters, the device (``"auto"`` resolved), a :class:`nrc.ResultStore`, and
+        what the parameters alone determine: the data (a ``dataset`` or a synthetic mixture with
+        one ``spread``), the MLP ``(d_0, *hidden, K)`` or ``widths`` (one ``activation``, default
+        ReLU; ``bias`` default off), the ``weight_decays x seeds`` members (``train_weight_decay x seeds``
+        where the notebook trains at one lambda), and the SGD + L-BFGS
+        configuration of :func:`train_config` (one ``loss``, one ``refine_steps``).
+    """
+    from nrc.cache import ResultStore
+
+    from .params import validate_parameters
+    from .report import page_setup
+
+    params = validate_parameters(name, namespace)
+    page_setup()
+    p = dict(params)
+    setup = Setup(name=name, params=params, device=device_for(p.get("device", "auto")), store=ResultStore())
+    single = "datasets" not in p and "spreads" not in p and isinstance(p.get("num_classes", 0), int)
+    if single and ("dataset" in p or "spread" in p):
+        setup.data = data_for(params)
+    activation = p.get("activation", None if "activations" in p else "relu")
+    if activation is not None:
+        if "widths" in p:
+            setup.arch = Architecture(tuple(int(w) for w in p["widths"]), activation=activation,
+                                      bias=bool(p.get("bias", False)), residual=bool(residual))
+        elif "hidden" in p and setup.data is not None:
+            setup.arch = architecture(setup.data, p["hidden"], activation=activation, bias=p.get("bias", False))
+    if "train_weight_decay" in p and "seeds" in p:  # E4: trained at one lambda, measured at weight_decays
+        setup.members = members([p["train_weight_decay"]], p["seeds"])
+    elif "weight_decays" in p and "seeds" in p:
+        setup.members = members(p["weight_decays"], p["seeds"])
+    if "loss" in p and isinstance(p.get("refine_steps", 0), int) and {"epochs", "batch_size", "lr"} <= p.keys():
+        setup.config = train_config(p["loss"], epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                                    refine_steps=p.get("refine_steps", 0), momentum=p.get("momentum", 0.9))
+    return setup
 
 
 def load_data(dataset: str = "synthetic", *, num_classes: int = 4, dim: int = 10, per_class: int = 30,
@@ -251,7 +372,8 @@ def scale_text(data: Dataset, widths: Sequence[int], *, members: int, epochs: in
 
 
 def train_and_analyze(store, arch: Architecture, data: Dataset, members: list[dict], losses: Sequence[str], *,
-                      epochs: int, batch_size: int, lr: float, refine_steps: int = 0, device=None):
+                      epochs: int, batch_size: int, lr: float, refine_steps: int = 0, device=None,
+                      analysis_device=None):
     """Train (or load from ``store``) one sweep per loss and measure every weight matrix in float64.
 
     Parameters
@@ -264,6 +386,9 @@ def train_and_analyze(store, arch: Architecture, data: Dataset, members: list[di
     epochs, batch_size, lr, refine_steps
         Passed to :func:`train_config`.
     device : str or None
+        The device that trains (``None``: the GPU where there is one).
+    analysis_device : str or None
+        The device of :func:`nrc.analyze` (``None``: the CPU).
 
     Returns
     -------
@@ -278,19 +403,22 @@ def train_and_analyze(store, arch: Architecture, data: Dataset, members: list[di
         Training wall time (as recorded when each member was trained).
     device : str
         The device the sweeps ran on.
+    sweeps : dict
+        ``{loss: nrc.Sweep}``, the trained sweeps.
     """
     import numpy as np
     import pandas as pd
 
     from nrc.analysis import analyze
 
-    site_tables, member_tables, seconds, used = [], [], 0.0, None
+    site_tables, member_tables, seconds, used, sweeps = [], [], 0.0, None, {}
     for loss in losses:
         sweep = store.train(arch, data, members, train_config(loss, epochs=epochs, batch_size=batch_size, lr=lr,
                                                               refine_steps=refine_steps), device=device)
+        sweeps[loss] = sweep
         seconds += float(sweep.seconds)
         used = sweep.device
-        an = analyze(sweep, data, device=device, store=store)  # T2, T3, T4 share one analysis
+        an = analyze(sweep, data, device=analysis_device, store=store)  # T2, T3, T4 share one analysis
         site_tables.append(an.sites.assign(loss=loss))
         member_tables.append(an.members.assign(loss=loss))
     sites = pd.concat(site_tables, ignore_index=True)
@@ -304,112 +432,58 @@ def train_and_analyze(store, arch: Architecture, data: Dataset, members: list[di
     sites["collapsed"] = [bool(weight_scale[(l, m)] < 1e-6) for l, m in zip(sites["loss"], sites["member"])]
     shapes = {name: (d_out, d_in) for name, d_out, d_in in arch.sites()}
     sites["trivial"] = [min(shapes[s]) <= data.num_classes for s in sites["site"]]
-    return sites, member_table, seconds, str(used)
+    return sites, member_table, seconds, str(used), sweeps
 
 
 @dataclass
 class TheoremSweep:
-    """What :func:`theorem_sweep` built, trained and measured (the set-up of T2, T3 and T4)."""
+    """What :func:`theorem_sweep` trained and measured (the sweep of T2, T3 and T4).
 
-    data: Dataset
-    arch: Architecture
-    members: list[dict]
-    store: object
+    ``sites``, ``member_table`` and ``seconds`` are those of :func:`train_and_analyze`; ``sweeps``
+    maps each loss to its trained :class:`nrc.Sweep`; ``device`` is the device that trained and
+    ``scale`` the sentence of :func:`scale_text`.
+    """
+
     sites: object
     member_table: object
+    sweeps: dict
     seconds: float
-    device: str | None
+    device: str
     scale: str
 
 
-def theorem_sweep(*, dataset: str, num_classes: int, dim: int, per_class: int, spread: float, data_seed: int,
-                  hidden: Sequence[int], activation: str, bias: bool, losses: Sequence[str],
-                  weight_decays: Sequence[float], seeds: Sequence[int], epochs: int, batch_size: int,
-                  lr: float, refine_steps: int, device: str) -> TheoremSweep:
-    """Check the parameters of a Theorem A notebook, then build, train (or load) and measure its sweep.
+def theorem_sweep(nb: Setup) -> TheoremSweep:
+    """Train (or load) and measure the sweep of a Theorem A notebook (T2, T3, T4) from its :func:`prepare` set-up.
 
-    T2, T3 and T4 share this set-up (and so their cache keys): the data of :func:`load_data`, the
-    bias-free (or not) MLP of :func:`architecture`, one cached sweep per loss over
-    ``weight_decays x seeds`` (:func:`train_and_analyze`).
+    T2, T3 and T4 share this sweep (and so their cache keys): ``nb.data``, ``nb.arch`` and
+    ``nb.members`` of :func:`prepare`, one cached sweep per loss in ``nb.params.losses``
+    (:func:`train_and_analyze`, with the parameters' ``epochs``, ``batch_size``, ``lr`` and
+    ``refine_steps``), measured on :attr:`Setup.analysis_device`. Where members diverged it
+    displays a note saying how many were left out. The parameters were checked by the notebook's
+    model in :mod:`nrc_companion.params` (e.g. every ``lambda > 0``: the bound divides by it).
 
-    Raises
-    ------
-    ValueError
-        A parameter outside its range (the message names it): ``device`` not auto/cpu/cuda, an
-        unknown activation or loss, an empty grid or a ``lambda <= 0`` (the bound divides by
-        lambda), non-positive widths, ``refine_steps < 0``.
+    Parameters
+    ----------
+    nb : Setup
+        From :func:`prepare`.
+
+    Returns
+    -------
+    TheoremSweep
     """
-    from nrc.models import ACTIVATIONS
-    from nrc.cache import ResultStore
+    p = nb.params
+    sites, member_table, seconds, used, sweeps = train_and_analyze(
+        nb.store, nb.arch, nb.data, nb.members, p.losses, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
+        refine_steps=p.refine_steps, device=nb.device, analysis_device=nb.analysis_device)
+    scale = scale_text(nb.data, nb.arch.widths, members=len(nb.members) * len(p.losses), epochs=p.epochs,
+                       seeds=p.seeds, device=used, seconds=seconds,
+                       extra=f"losses {', '.join(p.losses)}, {p.refine_steps} L-BFGS steps")
+    diverged = int(member_table["diverged"].sum())
+    if diverged:
+        from IPython.display import Markdown, display
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    if not weight_decays or any(float(w) <= 0 for w in weight_decays):
-        raise ValueError("weight_decays must be a non-empty list of positive numbers (the bound divides by lambda)")
-    if not seeds:
-        raise ValueError("seeds must be non-empty")
-    if not losses or any(l not in ("mse", "ce") for l in losses):
-        raise ValueError(f"losses must be a non-empty list of 'mse' and/or 'ce', got {losses}")
-    if not hidden or any(int(h) < 1 for h in hidden):
-        raise ValueError("hidden must be a non-empty list of positive widths")
-    if refine_steps < 0:
-        raise ValueError("refine_steps must be >= 0")
-    dev = None if device == "auto" else device
-    data = load_data(dataset, num_classes=num_classes, dim=dim, per_class=per_class, spread=spread,
-                     data_seed=data_seed)
-    arch = architecture(data, hidden, activation=activation, bias=bias)
-    grid_members = members(weight_decays, seeds)
-    store = ResultStore()
-    sites, member_table, seconds, used = train_and_analyze(
-        store, arch, data, grid_members, losses, epochs=epochs, batch_size=batch_size, lr=lr,
-        refine_steps=refine_steps, device=dev)
-    scale = scale_text(data, arch.widths, members=len(grid_members) * len(losses), epochs=epochs, seeds=seeds,
-                       device=used, seconds=seconds, extra=f"losses {', '.join(losses)}, {refine_steps} L-BFGS steps")
-    return TheoremSweep(data, arch, grid_members, store, sites, member_table, seconds, dev, scale)
-
-
-def check_image_sweep(*, datasets: Sequence[str], loss: str, device: str, weight_decays: Sequence[float],
-                      seeds: Sequence[int], widths: Sequence[int], per_class: int, refine_steps: int,
-                      min_distinct: int = 2, need_positive: bool = False, residual: bool = False,
-                      dataset_key: str = "datasets") -> str:
-    """Check the parameters shared by the image-data experiments (E1, E3, E6); return the device.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter: a data set other than mnist / fashion-mnist (or repeated), a loss
-        other than ce / mse, a device other than auto / cpu / cuda, fewer than ``min_distinct``
-        weight decays or a negative one, no positive one when ``need_positive`` (the bound divides
-        by lambda), no seeds, widths not ``[784, hidden..., 10]`` (``residual``: at least two equal
-        hidden widths), ``per_class < 1`` or ``refine_steps < 0``.
-    """
-    import torch
-
-    if not datasets or any(d not in ("mnist", "fashion-mnist") for d in datasets) or len(set(datasets)) != len(datasets):
-        raise ValueError(f"{dataset_key} must be 'mnist' or 'fashion-mnist' (a non-empty list of distinct ones "
-                         f"for 'datasets'), got {datasets!r}")
-    if loss not in ("ce", "mse"):
-        raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if not weight_decays or any(float(w) < 0 for w in weight_decays):
-        raise ValueError("weight_decays must be a non-empty list of numbers >= 0")
-    if len(set(float(w) for w in weight_decays)) < min_distinct:
-        raise ValueError(f"weight_decays needs at least {min_distinct} distinct values to see a trend")
-    if need_positive and not any(float(w) > 0 for w in weight_decays):
-        raise ValueError("weight_decays needs at least one lambda > 0 (the bound divides by lambda)")
-    if not seeds:
-        raise ValueError("seeds must be non-empty")
-    if residual and (len(widths) < 4 or widths[0] != 784 or widths[-1] != 10 or len(set(widths[1:-1])) != 1):
-        raise ValueError("widths must be [784, h, h, ..., 10] with at least two equal hidden widths "
-                         f"(one residual block per extra hidden width), got {widths}")
-    if not residual and (len(widths) < 3 or widths[0] != 784 or widths[-1] != 10):
-        raise ValueError(f"widths must be [784, hidden..., 10] with at least one hidden layer, got {widths}")
-    if per_class < 1 or refine_steps < 0:
-        raise ValueError("per_class must be >= 1 and refine_steps >= 0")
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        display(Markdown(f"**{diverged} member(s) diverged** and are left out."))
+    return TheoremSweep(sites, member_table, sweeps, seconds, used, scale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,3 +801,226 @@ def sweep_values(run: ImageSweep, claim10: dict, nc1_lambda: dict, input_site: s
         "nc1_lambda_rho": nc1_lambda["value"] if nc1_lambda["value"] is not None else float("nan"),
         "test_acc_smallest_lambda": float(acc.loc[lam_min]), "test_acc_largest_lambda": float(acc.loc[lam_max]),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# image group (E1, E3, E6, E7, E8): E6's low-rank truncations
+# ---------------------------------------------------------------------------------------------
+
+#: E6's truncations of the hidden-fed weight matrices, in the order of its table and figures.
+TRUNCATIONS = ("full", "rank K", "rank K-1", "rank_tau")
+
+
+def truncation_ranks(strategy: str, s, num_classes: int, tau: float):
+    """The rank each member keeps of one weight matrix under one of E6's truncations.
+
+    Parameters
+    ----------
+    strategy : str
+        One of :data:`TRUNCATIONS`: ``"full"`` keeps every singular value, ``"rank K"`` and
+        ``"rank K-1"`` keep ``min(K, r)`` and ``min(K - 1, r)``, ``"rank_tau"`` keeps the numerical
+        rank ``#{j : s_j > tau * s_1}`` of each member (:func:`nrc.numerical_rank`).
+    s : torch.Tensor, shape (M, r)
+        The singular values of the matrix of each of ``M`` members, descending.
+    num_classes : int
+        ``K``.
+    tau : float
+        The relative threshold of ``"rank_tau"``, in (0, 1).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (M,)
+    """
+    import numpy as np
+
+    from nrc.spectra import numerical_rank
+
+    members, full = s.shape
+    if strategy == "full":
+        return np.full(members, full)
+    if strategy == "rank K":
+        return np.full(members, min(num_classes, full))
+    if strategy == "rank K-1":
+        return np.full(members, min(num_classes - 1, full))
+    if strategy == "rank_tau":
+        return numerical_rank(s.cpu().numpy(), tau)
+    raise ValueError(f"strategy must be one of {TRUNCATIONS}, got {strategy!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# landscape group (E4, E4b, E5): float64 training tensors and the trained starts on the device
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainedStarts:
+    """The trained networks of a landscape notebook (:func:`trained_starts`).
+
+    Attributes
+    ----------
+    x, y : Tensor
+        The training inputs in float64 and the labels, on the notebook's device.
+    sweep : nrc.Sweep
+    n_cached : int
+        Members loaded from the cache instead of trained.
+    seconds : float
+        Wall time of the cache look-up and the training.
+    starts : list of dict
+        Per non-diverged member, in member order: ``member``, ``weight_decay``, ``seed``,
+        ``params`` (unstacked float64 on the device, :func:`nrc.landscape.member_params`),
+        ``train_acc`` and ``train_loss`` (:func:`nrc.landscape.fit`).
+    """
+
+    x: object
+    y: object
+    sweep: object
+    n_cached: int
+    seconds: float
+    starts: list
+
+
+def float64_training(nb: Setup) -> tuple:
+    """``(x, y)``: the training inputs of ``nb.data`` in float64 and its labels, on ``nb.device``."""
+    import torch
+
+    return nb.data.x_train.to(nb.device, torch.float64), nb.data.y_train.to(nb.device)
+
+
+def trained_starts(nb: Setup, members: list[dict] | None = None) -> TrainedStarts:
+    """Train ``members`` (default ``nb.members``) with ``nb.config`` through ``nb.store``, and measure each.
+
+    Every non-diverged member's parameters are taken in float64 to ``nb.device`` and its training
+    accuracy and loss measured there (the starts of E4, the networks of E4b, E5's trained spectra).
+    """
+    import time
+
+    from nrc import landscape
+
+    members = nb.members if members is None else members
+    t0 = time.perf_counter()
+    n_cached = sum(nb.store.cached(nb.arch, nb.config, nb.data, members))
+    sweep = nb.store.train(nb.arch, nb.data, members, nb.config, device=nb.device, progress=False)
+    seconds = time.perf_counter() - t0
+    x, y = float64_training(nb)
+    starts = []
+    for m, mem in enumerate(sweep.members):
+        if sweep.diverged[m]:
+            continue
+        p = landscape.member_params(sweep, m, device=nb.device)
+        starts.append({"member": m, "weight_decay": mem["weight_decay"], "seed": mem["seed"], "params": p,
+                       **landscape.fit(nb.arch, p, x, y, loss=nb.config.loss)})
+    return TrainedStarts(x, y, sweep, n_cached, seconds, starts)
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic group (T5-T9, E2): one Gaussian mixture per spread; the spectra of members with lambda = 0
+# ---------------------------------------------------------------------------------------------
+
+__all__ += ["SpreadSweep", "spread_sweep", "unregularised_tables"]
+
+
+@dataclass
+class SpreadSweep:
+    """A stacked sweep in which every member has its own Gaussian mixture (:func:`spread_sweep`).
+
+    Attributes
+    ----------
+    arch : Architecture
+        The MLP ``(dim, *hidden, K)`` of the parameters (``activation`` default ReLU, ``bias`` default off).
+    datasets, members, info : list
+        One entry per member, in the order ``spread`` (outer) x ``seed`` (inner): the data set, the
+        member ``{"weight_decay", "seed"}`` and the ``member_info`` of :func:`nrc.analyze`
+        (``{**info, "spread": s}``).
+    """
+
+    arch: Architecture
+    datasets: list[Dataset]
+    members: list[dict]
+    info: list[dict]
+
+
+def spread_sweep(params, spreads: Iterable[float], *, data_seed_per_seed: bool = False, info: dict | None = None,
+                 **overrides) -> SpreadSweep:
+    """One member per ``spread x seed`` at the notebook's one ``weight_decay``, each on its own mixture (T9, E2).
+
+    Parameters
+    ----------
+    params : pydantic model or dict
+        The notebook's parameters: ``seeds``, ``weight_decay``, ``hidden`` and what
+        :func:`data_for` reads (``num_classes``, ``dim``, ``per_class``, ``center_scale``, ``data_seed``).
+    spreads : iterable of float
+        The within-class standard deviations, in the order the members take.
+    data_seed_per_seed : bool
+        ``False`` (T9): every mixture is drawn with ``data_seed``, so the centres and noise directions
+        are the same at every spread and seed. ``True`` (E2): the member's seed is also the data seed.
+    info : dict, optional
+        Extra ``member_info`` columns for every member (e.g. ``{"K": K}``).
+    **overrides
+        Fields of ``params`` replaced for the data and the network (e.g. ``num_classes=K`` when the
+        parameters list several).
+
+    Returns
+    -------
+    SpreadSweep
+        Data identical to :func:`data_for` ``(params, spread=s, ...)``, so the cache keys are those of
+        a notebook that draws each mixture with :func:`nrc.make_gaussian_mixture` itself.
+    """
+    p = {**dict(params), **overrides}
+    drawn: dict = {}
+    datasets, grid_members, infos = [], [], []
+    for s in spreads:
+        for seed in p["seeds"]:
+            data_seed = int(seed) if data_seed_per_seed else int(p.get("data_seed", 0))
+            key = (float(s), data_seed)
+            if key not in drawn:
+                drawn[key] = data_for(p, spread=float(s), data_seed=data_seed)
+            datasets.append(drawn[key])
+            grid_members.append({"weight_decay": float(p["weight_decay"]), "seed": int(seed)})
+            infos.append({**(info or {}), "spread": float(s)})
+    arch = architecture(datasets[0], p["hidden"], activation=p.get("activation", "relu"), bias=p.get("bias", False))
+    return SpreadSweep(arch, datasets, grid_members, infos)
+
+
+def unregularised_tables(sweep, num_classes: int, loss: str):
+    """The spectral columns of :func:`nrc.analyze`'s tables for the members trained with lambda = 0 (T8).
+
+    ``nrc.analyze`` needs lambda > 0 (its stationarity and Theorem A columns divide by it); a
+    rank-against-lambda sweep still wants the spectra of its unregularised members. For every
+    non-diverged member with ``weight_decay == 0`` and every weight matrix, in that order:
+
+    Returns
+    -------
+    sites : DataFrame
+        Columns ``loss``, ``weight_decay`` (0.0), ``seed``, ``site``, ``layer`` (1-based), ``dK``,
+        ``dK_rel``, ``rank_1e-2``, ``rank_1e-3``, ``sK1_ratio`` (:math:`s_{K+1}/s_1`, 0 where there is
+        no :math:`s_{K+1}` or the matrix is 0), ``frob``; ``stationarity``, ``tcv2`` and ``bound``
+        are NaN.
+    spectra : DataFrame
+        Columns ``loss``, ``weight_decay``, ``seed``, ``member`` (``10_000 +`` the member's index, apart
+        from ``nrc.analyze``'s numbering), ``site``, ``j`` (1-based), ``s`` and ``s_rel`` (:math:`s_j/s_1`).
+        Both are empty (no columns) when no member has lambda = 0.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from nrc.spectra import dist_to_rank, numerical_rank, relative_dist_to_rank, svdvals
+
+    K = int(num_classes)
+    site_rows, spec_frames = [], []
+    for i, m in enumerate(sweep.members):
+        if m["weight_decay"] > 0 or sweep.diverged[i]:
+            continue
+        for layer, (name, _, _) in enumerate(sweep.arch.sites(), start=1):
+            sv = svdvals(sweep.params[name][i])
+            site_rows.append({
+                "loss": loss, "weight_decay": 0.0, "seed": m["seed"], "site": name, "layer": layer,
+                "dK": float(dist_to_rank(sv, K)), "dK_rel": float(relative_dist_to_rank(sv, K)),
+                "rank_1e-2": int(numerical_rank(sv, 1e-2)), "rank_1e-3": int(numerical_rank(sv, 1e-3)),
+                "sK1_ratio": float(sv[K] / sv[0]) if len(sv) > K and sv[0] > 0 else 0.0,
+                "frob": float(np.sqrt((np.asarray(sv) ** 2).sum())), "stationarity": np.nan, "tcv2": np.nan,
+                "bound": np.nan})
+            spec_frames.append(pd.DataFrame({"loss": loss, "weight_decay": 0.0, "seed": m["seed"],
+                                             "member": 10_000 + i, "site": name, "j": np.arange(1, len(sv) + 1),
+                                             "s": sv, "s_rel": np.asarray(sv) / sv[0]}))
+    spectra = pd.concat(spec_frames, ignore_index=True) if spec_frames else pd.DataFrame()
+    return pd.DataFrame(site_rows), spectra

@@ -146,15 +146,41 @@ def notebook_datasets(profile, notebooks_dir: Path) -> dict[str, set[str]]:
 
 @dataclass
 class SmokeRun:
-    """Where the smoke run lies, and which notebooks failed in it or were left out of it."""
+    """Where the smoke run lies, which notebooks failed in it or were left out of it, and where it ran."""
 
     out: Path
     failures: dict[str, str] = field(default_factory=dict)  # notebook -> its error, a few lines
     left_out: dict[str, str] = field(default_factory=dict)  # notebook -> why (a data set missing)
+    executor: str = "local"  # "ray": `nrc reproduce --executor ray` on a local Ray cluster of 2 CPUs
+
+
+def smoke_executor() -> str:
+    """Where the session's smoke run executes: ``"ray"`` where Ray is installed, else ``"local"``.
+
+    With the ``cluster`` extra of the README's test command the one smoke run of the session is
+    ``nrc reproduce --profile smoke --executor ray`` (2 single-CPU workers, a fresh cache): the
+    notebook tests read its records, and ``tests/test_cluster.py`` checks from the same run that
+    every notebook ran on Ray and every shared member was trained once. Running the profile a
+    second time for that check would double the smoke run's cost. ``NRC_SMOKE_EXECUTOR=local``
+    runs it here in one process instead.
+    """
+    wanted = os.environ.get("NRC_SMOKE_EXECUTOR", "")
+    if wanted in ("local", "ray"):
+        return wanted
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "local"
+    return "ray"
 
 
 def run_smoke(profile_name: str, notebooks_dir: Path, out: Path) -> SmokeRun:
-    """Run ``profile_name``'s notebooks into ``out``, leaving out those whose data are missing."""
+    """Run ``profile_name``'s notebooks into ``out``, leaving out those whose data are missing.
+
+    The run trains into its own cache (``out/cache``), so what it trains is what the notebooks
+    ask for today, and the members each notebook trained can be counted.
+    """
+    from nrc.executors import Executor
     from nrc_companion.profiles import load_profile
     from nrc_companion.runner import reproduce
 
@@ -166,10 +192,14 @@ def run_smoke(profile_name: str, notebooks_dir: Path, out: Path) -> SmokeRun:
             left_out[name] = why
     names = [n for n in profile.notebooks if n not in left_out]
     failures = {}
+    kind = smoke_executor()
     if names:
-        report = reproduce(profile, only=names, notebooks_dir=notebooks_dir, out_dir=out, resume=False)
+        os.environ["NRC_CACHE_DIR"] = str(out / "cache")  # this child process's own, fresh cache
+        executor = Executor(kind="ray", workers=2) if kind == "ray" else None
+        report = reproduce(profile, only=names, notebooks_dir=notebooks_dir, out_dir=out, resume=False,
+                           threads=1 if kind == "ray" else "auto", executor=executor)
         failures = {r.name: r.details or r.error or "failed" for r in report.runs if not r.ok}
-    return SmokeRun(out, failures, left_out)
+    return SmokeRun(out, failures, left_out, kind)
 
 
 def _smoke_reusable(out: Path) -> str | None:
@@ -261,7 +291,8 @@ def smoke_run(smoke_started) -> SmokeRun:
         out = Path(os.environ.get("NRC_SMOKE_OUT") or EXECUTED).resolve()
         why = _smoke_reusable(out)
         assert why is None, f"NRC_SMOKE_DONE=1 but the smoke run cannot be reused: {why}"
-        return SmokeRun(out)
+        where = {(e.get("where") or {}).get("executor") for e in json.loads((out / "status.json").read_text())["notebooks"]}
+        return SmokeRun(out, executor="ray" if where == {"ray"} else "local")
     assert smoke_started is not None, "smoke_run is used, but the session did not start the smoke run"
     proc, out = smoke_started
     proc.wait()
@@ -271,7 +302,7 @@ def smoke_run(smoke_started) -> SmokeRun:
         tail = (out / SMOKE_LOG).read_text(errors="replace").splitlines()[-30:]
         pytest.fail(f"the smoke run ended (exit {proc.returncode}) without its outcome; its last lines:\n"
                     + "\n".join(tail), pytrace=False)
-    return SmokeRun(Path(found["out"]), found["failures"], found["left_out"])
+    return SmokeRun(Path(found["out"]), found["failures"], found["left_out"], found["executor"])
 
 
 @pytest.fixture(scope="session")

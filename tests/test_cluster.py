@@ -153,10 +153,10 @@ def test_two_processes_writing_one_entry_never_damage_it(tmp_path):
     code = textwrap.dedent(f"""
         import sys, torch
         from pathlib import Path
-        from nrc.cache import _atomic_write
+        from nrc.cache import atomic_write
         w = int(sys.argv[1])
         for i in range(15):
-            _atomic_write({{"w": w, "x": torch.full((20000 * (1 + w),), float(w))}}, Path({str(path)!r}))
+            atomic_write({{"w": w, "x": torch.full((20000 * (1 + w),), float(w))}}, Path({str(path)!r}))
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code, str(w)]) for w in (0, 1)]
     reads = 0
@@ -376,27 +376,23 @@ def test_reproduce_on_ray_runs_notebooks_in_parallel_and_trains_a_shared_sweep_o
 
 
 @cluster
-def test_reproduce_smoke_profile_on_ray_runs_every_notebook_and_trains_each_member_once(local_ray, tmp_path,
-                                                                                       monkeypatch, need_data):
+def test_reproduce_smoke_profile_on_ray_runs_every_notebook_and_trains_each_member_once(smoke_run):
     """``nrc reproduce --profile smoke --executor ray`` on a local Ray cluster of 2 CPUs: every notebook
     ok, run on Ray, and no cache member trained twice although notebooks share sweeps (T2, T3 and
     T4 read one): the members trained, summed over every notebook's training log, equal the
-    entries in the (fresh) cache, and the entries say they were trained in Ray shards."""
-    from nrc_companion.profiles import load_profile
-    from nrc_companion.runner import reproduce
+    entries in the (fresh) cache, and the entries say they were trained in Ray shards.
 
-    need_data("mnist")
-    need_data("fashion-mnist")
-    monkeypatch.setenv("NRC_CACHE_DIR", str(tmp_path / "cache"))
-    t0 = time.perf_counter()
-    report = reproduce("smoke", notebooks_dir=REPO / "notebooks", out_dir=tmp_path / "out", threads=1,
-                       executor=Executor(kind="ray", workers=2), log=lambda s: None)
-    print(f"smoke profile on Ray (2 CPUs): {time.perf_counter() - t0:.0f} s")
-    assert report.ok, report.failures
-    entries = json.loads((tmp_path / "out" / "status.json").read_text())["notebooks"]
+    This is the session's one smoke run (``tests/conftest.py``, :func:`conftest.smoke_executor`),
+    whose records the notebook tests read too."""
+    from nrc_companion.profiles import load_profile
+
+    if smoke_run.executor != "ray":
+        pytest.skip("the session's smoke run ran locally (Ray not installed, or NRC_SMOKE_EXECUTOR=local)")
+    assert not smoke_run.failures and not smoke_run.left_out, (smoke_run.failures, smoke_run.left_out)
+    entries = json.loads((smoke_run.out / "status.json").read_text())["notebooks"]
     assert [e["name"] for e in entries] == list(load_profile("smoke", REPO / "notebooks").notebooks)
     assert all(e["ok"] and e["where"]["executor"] == "ray" for e in entries)
-    files = list((tmp_path / "cache" / "members").glob("*.pt"))
+    files = list((smoke_run.out / "cache" / "members").glob("*.pt"))
     trained = sum(e["members_trained"] for e in entries)
     assert trained == len(files) > 0  # a member trained twice would count twice but lie once on disk
     assert {torch.load(p, weights_only=False)["meta"]["where"]["executor"] for p in files} == {"ray"}

@@ -126,7 +126,8 @@ def _inner_session(tmp_path, profile: str, **env):
     (session / "pytest.ini").write_text("[pytest]\nmarkers =\n    notebook(name): reads a smoke record\n")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NRC_SMOKE", "NRC_REQUIRE"))}
     full_env.update(NRC_SMOKE_NOTEBOOKS=str(tmp_path / "notebooks"),
-                    NRC_SMOKE_PROFILE=str(tmp_path / f"{profile}.yaml"), **env)
+                    NRC_SMOKE_PROFILE=str(tmp_path / f"{profile}.yaml"),
+                    NRC_SMOKE_EXECUTOR="local", **env)  # three tiny notebooks: no Ray cluster for them
     report = session / "junit.xml"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            f"--junitxml={report}", "test_inner.py"], cwd=session, env=full_env,

@@ -96,7 +96,9 @@ def test_environment_yml_is_generated_from_pyproject():
     # conda-forge's CPU build, and nothing asks for CUDA.
     env = yaml.safe_load(committed)
     listed = {re.split(r"[<>=!~]", d)[0] for d in env["dependencies"] if isinstance(d, str)}
-    project = launch._load_pyproject()["project"]
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     for req in project["dependencies"] + project["optional-dependencies"]["book"]:
         name = re.split(r"[<>=!~ \[]", req)[0].lower()
         assert {"torch": "pytorch-cpu"}.get(name, name) in listed, f"{req} missing"
@@ -121,20 +123,20 @@ def test_environment_check_fails_on_drift(tmp_path):
 
 def test_setup_cell_insertion_is_idempotent_and_after_the_title(tmp_path):
     nb = json.loads((NOTEBOOKS / f"{COLAB_NOTEBOOK}.ipynb").read_text())
-    nb["cells"] = [c for c in nb["cells"] if not launch._is_setup_cell(c)]
+    nb["cells"] = [c for c in nb["cells"] if not launch.is_setup_cell(c)]
     before = [c["cell_type"] for c in nb["cells"]]
     source = launch.setup_cell_source()
     assert launch.insert_setup_cell(nb, source) is True
     first_code = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code")
     cell = nb["cells"][first_code]
-    assert launch._is_setup_cell(cell) and "".join(cell["source"]) == source
+    assert launch.is_setup_cell(cell) and "".join(cell["source"]) == source
     assert "remove-cell" in cell["metadata"]["tags"]
     assert nb["cells"][0]["cell_type"] == "markdown"  # the title stays first
     assert len(nb["cells"]) == len(before) + 1
     assert launch.insert_setup_cell(nb, source) is False  # second run: no change
     cell["source"] = ["# an old version\n"]
     assert launch.insert_setup_cell(nb, source) is True  # updated in place, not duplicated
-    assert sum(launch._is_setup_cell(c) for c in nb["cells"]) == 1
+    assert sum(launch.is_setup_cell(c) for c in nb["cells"]) == 1
 
     folder = tmp_path / "nbs"
     folder.mkdir()
@@ -198,7 +200,7 @@ def test_colab_setup_installs_nrc_and_the_notebook_runs(tmp_path):
 
     nb = json.loads((NOTEBOOKS / f"{COLAB_NOTEBOOK}.ipynb").read_text())
     launch.insert_setup_cell(nb, launch.setup_cell_source())
-    at = next(i for i, c in enumerate(nb["cells"]) if launch._is_setup_cell(c))
+    at = next(i for i, c in enumerate(nb["cells"]) if launch.is_setup_cell(c))
     probe = textwrap.dedent("""\
         import importlib.util, sys
         assert "google.colab" in sys.modules

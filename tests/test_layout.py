@@ -51,3 +51,33 @@ def test_design_md_names_every_module_of_both_packages():
             elif f"`{rel.stem}`" not in text:
                 missing.append(f"{pkg}/{rel}")
     assert not missing, f"DESIGN.md does not describe: {missing}"
+
+
+def test_tests_use_only_public_names_of_both_packages():
+    # Tests exercise what users can call: no ``from nrc.x import _y``, no ``nrc.x._y`` and no
+    # ``module._y`` on a module imported from either package, so a private rename breaks no test
+    # and a behaviour worth testing has a public name.
+    offenders = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        ours = set()  # local names bound to modules of nrc / nrc_companion
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] in (
+                    "nrc", "nrc_companion"):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        offenders.append(f"{path.name}:{node.lineno} from {node.module} import {a.name}")
+                    ours.add(a.asname or a.name)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] in ("nrc", "nrc_companion"):
+                        ours.add((a.asname or a.name).split(".")[0])
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, (ast.Name, ast.Attribute))):
+                root = node.value
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id in ours:
+                    offenders.append(f"{path.name}:{node.lineno} .{node.attr}")
+    assert not offenders, offenders

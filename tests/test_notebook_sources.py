@@ -61,3 +61,60 @@ def test_papermill_reads_every_parameter(path):
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     seen = {p.name for p in PythonTranslator.inspect(cell)}
     assert seen == set(notebook_parameters(path)), f"{path.name}: papermill cannot parse {set(notebook_parameters(path)) - seen}"
+
+
+def _analysis_cells(path) -> list[str]:
+    """The code a notebook runs beyond its parameters: every code cell but the parameters cell and
+    the Colab / Binder set-up cell that nrc_companion.launch writes."""
+    from nrc_companion.launch import is_setup_cell
+
+    nb = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code" and not is_setup_cell(c)
+            and "parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defines_no_helper(path):
+    """Helpers live in the package (documented, tested, shared); a notebook only calls them."""
+    import ast
+
+    defined = []
+    for src in _analysis_cells(path):
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.append(f"{node.name} (line {node.lineno})")
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+                defined.append(f"{ast.unparse(node.targets[0])} = lambda (line {node.lineno})")
+    assert not defined, f"{path.name} defines {defined}: move them into nrc_companion (or nrc)"
+
+
+#: Consecutive lines that two notebooks may not share: a longer run is a set-up or a step that
+#: belongs in the package.
+SHARED_RUN = 6
+
+
+def _meaningful_lines(src: str) -> list[str]:
+    """Lines that carry code: no blanks, comments, imports or lone brackets; white space folded."""
+    out = []
+    for line in src.splitlines():
+        text = " ".join(line.split("#", 1)[0].split()) if not line.lstrip().startswith("#") else ""
+        if not text or re.fullmatch(r"[\[\](){},:]+", text) or re.match(r"(import|from) \S", text):
+            continue
+        out.append(text)
+    return out
+
+
+def test_no_code_is_repeated_across_notebooks():
+    seen: dict[tuple, str] = {}
+    repeated = set()
+    for path in NOTEBOOKS:
+        runs = set()
+        for src in _analysis_cells(path):
+            lines = _meaningful_lines(src)
+            runs |= {tuple(lines[i:i + SHARED_RUN]) for i in range(len(lines) - SHARED_RUN + 1)}
+        for run in runs:
+            if run in seen and seen[run] != path.stem:
+                repeated.add((seen[run], path.stem, run[0]))
+            seen.setdefault(run, path.stem)
+    assert not repeated, "runs of {} lines shared by two notebooks (first line shown): {}".format(
+        SHARED_RUN, sorted(repeated))

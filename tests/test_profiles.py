@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
 import nbformat
 import pytest
 
@@ -253,35 +254,25 @@ def _values(profile, name):
 
 
 def _member_keys(name, v):
-    """The cache keys of a notebook's MNIST members, built as the notebook builds them."""
-    import nrc
+    """The cache keys of a notebook's MNIST members, from the set-up the notebook itself builds
+    (``setups.prepare``) and the training configuration of each of its losses."""
     from nrc_companion import setups
 
-    store = nrc.ResultStore("unused")
-    if name in SHARED_T:
-        data = setups.load_data(v["dataset"], num_classes=v["num_classes"], dim=v["dim"],
-                                per_class=v["per_class"], spread=v["spread"], data_seed=v["data_seed"])
-        arch = setups.architecture(data, v["hidden"], activation=v["activation"], bias=v["bias"])
-        configs = [setups.train_config(loss, epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
-                                       refine_steps=v["refine_steps"]) for loss in v["losses"]]
-    else:
-        ds = "mnist" if name == "e1_rank_vs_weight_decay" else v["dataset"]
-        data = setups.load_data(ds, per_class=v["per_class"], test_per_class=0)
-        arch = nrc.Architecture(tuple(int(w) for w in v["widths"]), activation="relu", bias=v["bias"])
-        configs = [setups.train_config(v["loss"], epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
-                                       refine_steps=v["refine_steps"], momentum=v["momentum"])]
-    members = setups.members(v["weight_decays"], v["seeds"])
-    return {store.member_key(arch, c, data, m) for c in configs for m in members}
+    nb = setups.prepare(name, dict(v))
+    data = nb.data if nb.data is not None else setups.data_for(nb.params, dataset="mnist")  # E1: one per data set
+    losses = v["losses"] if "losses" in v else [v["loss"]]
+    configs = [setups.train_config(loss, epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
+                                   refine_steps=v["refine_steps"], momentum=v.get("momentum", 0.9))
+               for loss in losses]
+    return {nb.store.member_key(nb.arch, c, data, m) for c in configs for m in nb.members}
 
 
 def test_full_profile_notebooks_build_the_shared_sweep_through_setups():
-    # the key computation below mirrors these calls; a notebook that stops making them breaks sharing
+    # _member_keys above builds what these notebooks build: their set-up through setups.prepare
     for name in SHARED_T + SHARED_E:
-        src = (REPO / "notebooks" / f"{name}.ipynb").read_text()
-        if "setups.theorem_sweep(" in src:  # load_data, members and train_and_analyze, in nrc_companion/setups.py
-            continue
-        assert "setups.members(" in src and "setups.load_data(" in src, name
-        assert "setups.train_config(" in src or "setups.train_and_analyze(" in src, name
+        cells = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert f'setups.prepare("{name}", globals())' in code, name
 
 
 def test_full_profile_shares_one_mnist_sweep():

@@ -112,20 +112,20 @@ def test_a_member_locked_by_a_live_process_is_waited_for_then_loaded(tmp_path, m
     the lock and loads the entry the holder wrote."""
     import threading
 
-    from nrc.cache import _MemberLocks
+    from nrc.cache import MemberLocks
 
     data, arch, config = _setup()
     member = [{"weight_decay": 1e-3, "seed": 0}]
     store = nrc.ResultStore(tmp_path)
     key = store.member_key(arch, config, data, {"weight_decay": 1e-3, "seed": 0, "lr": config.lr})
     trained = nrc.train(arch, data, member, config, progress=False)
-    locks = _MemberLocks(tmp_path / "locks", [key])
+    locks = MemberLocks(tmp_path / "locks", [key])
     assert locks.__enter__() == [key]  # "the other process" holds the member's lock
 
     def finish():  # the holder writes the entry, then releases the lock
-        from nrc.cache import _member_entry
+        from nrc.cache import member_entry
 
-        store._write(key, _member_entry(trained, 0, member[0], {}))
+        store.write(key, member_entry(trained, 0, member[0], {}))
         locks.__exit__(None, None, None)
 
     calls = []
