@@ -97,16 +97,18 @@ def mixture(num_classes: int = 3, dim: int = 6, per_class: int = 16, spread: flo
                                      seed=seed, **kw)
 
 
-def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
+def write_notebook(path: Path, parameters: str | None, *cells: str, extra_parameters: str | None = None) -> Path:
     """Write a notebook to ``path`` (folders made): a Python 3 kernel, the ``parameters``-tagged
-    cell ``parameters``, then one code cell per entry of ``cells``. Returns ``path``."""
+    cell ``parameters`` (none when ``None``; a second one with ``extra_parameters``), then one code
+    cell per entry of ``cells``. Returns ``path``."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-                *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nb.cells = [nbformat.v4.new_code_cell(src, metadata={"tags": ["parameters"]})
+                for src in (parameters, extra_parameters) if src is not None]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path

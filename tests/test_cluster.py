@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import nrc
+from conftest import mixture
 from nrc.executors import (Executor, ExecutorError, ShardError, member_memory, parse_executor, plan_shards,
                            sbatch_script)
 
@@ -50,7 +51,7 @@ TOL = 1e-6
 
 
 def _setup(epochs=3, every=10):
-    data = nrc.make_gaussian_mixture(num_classes=3, dim=5, per_class=10, spread=0.5, seed=0)
+    data = mixture(dim=5, per_class=10)
     arch = nrc.Architecture((5, 8, 8, 3))
     config = nrc.TrainConfig(epochs=epochs, batch_size=10, checkpoint_every=every)
     members = nrc.grid(weight_decay=[1e-3, 1e-2, 3e-2], seed=[0, 1])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import nrc
+from conftest import mixture
 from nrc import landscape as ls
 
 F64 = torch.float64
@@ -18,8 +19,7 @@ def _net(widths=(6, 12, 12, 3), seed=0, scale=1.0):
 
 
 def _data(K=3, dim=6, per_class=5, spread=0.5, seed=0):
-    d = nrc.make_gaussian_mixture(num_classes=K, dim=dim, per_class=per_class, spread=spread,
-                                  seed=seed, dtype=F64)
+    d = mixture(num_classes=K, dim=dim, per_class=per_class, spread=spread, seed=seed, dtype=F64)
     return d.x_train, d.y_train
 
 

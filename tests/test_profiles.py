@@ -11,6 +11,7 @@ from pathlib import Path
 import json
 import nbformat
 import pytest
+from conftest import write_notebook
 
 from nrc_companion.profiles import (Parameter, Profile, ProfileError, find_profile, load_profile,
                                     notebook_parameters, validate_profile)
@@ -31,19 +32,6 @@ grid: list = [  # a multi-line list
     2,
 ]
 '''
-
-
-def write_notebook(path: Path, params: str | None, body: str = "pass", extra_params: str | None = None) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells.append(nbformat.v4.new_markdown_cell("# title"))
-    for src in (params, extra_params):
-        if src is not None:
-            nb.cells.append(nbformat.v4.new_code_cell(src, metadata={"tags": ["parameters"]}))
-    nb.cells.append(nbformat.v4.new_code_cell(body))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
-    return path
 
 
 @pytest.fixture
@@ -102,7 +90,7 @@ def test_notebook_parameters_needs_exactly_one_cell(tmp_path):
     with pytest.raises(ValueError, match="none.ipynb: no code cell tagged 'parameters'"):
         notebook_parameters(write_notebook(tmp_path / "none.ipynb", None))
     with pytest.raises(ValueError, match="two.ipynb: 2 code cells tagged 'parameters'"):
-        notebook_parameters(write_notebook(tmp_path / "two.ipynb", "a: int = 1", extra_params="b: int = 2"))
+        notebook_parameters(write_notebook(tmp_path / "two.ipynb", "a: int = 1", extra_parameters="b: int = 2"))
 
 
 @pytest.mark.parametrize("type_name, value, ok", [

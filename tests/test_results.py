@@ -5,12 +5,13 @@ import numpy as np
 import torch
 
 import nrc
+from conftest import mixture
 import nrc.cache
 import nrc_companion
 
 
 def _setup():
-    data = nrc.make_gaussian_mixture(num_classes=3, dim=5, per_class=10, spread=0.5, seed=0)
+    data = mixture(dim=5, per_class=10)
     arch = nrc.Architecture((5, 8, 3))
     return data, arch, nrc.TrainConfig(epochs=2, batch_size=10)
 
