@@ -55,7 +55,7 @@ def image_sweep(store, arch: Architecture, data: Dataset, members: list[dict], c
 
     n_cached = sum(store.cached(arch, config, data, members))
     sweep = store.train(arch, data, members, config, device=device, progress=False)
-    an = analyze(sweep, data, device=device)
+    an = analyze(sweep, data, device=device, store=store)  # kept: E6 measures E1's MNIST sweep again
     if an.sites.empty:
         raise RuntimeError(f"{data.name}: every member diverged; lower the learning rate")
     if not np.isfinite(an.sites[_CORE_COLUMNS].to_numpy(dtype=float)).all():
