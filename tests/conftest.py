@@ -246,37 +246,85 @@ SMOKE_RESULT, SMOKE_LOG = "smoke-run.json", "smoke-run.log"
 def smoke_child(profile_name: str, notebooks_dir: str, out: str) -> None:
     """In the child process: :func:`run_smoke`, its outcome written to ``out/SMOKE_RESULT``."""
     run = run_smoke(profile_name, Path(notebooks_dir), Path(out))
-    (Path(out) / SMOKE_RESULT).write_text(json.dumps({**asdict(run), "out": str(run.out)}))
+    tmp = Path(out) / (SMOKE_RESULT + ".tmp")  # renamed into place: a waiting worker never reads half of it
+    tmp.write_text(json.dumps({**asdict(run), "out": str(run.out)}))
+    tmp.replace(Path(out) / SMOKE_RESULT)
+
+
+#: Set by the session's main process (the xdist controller, or the only process): the folder that
+#: holds the session's one smoke run, shared by every xdist worker.
+SHARED_ENV = "NRC_SMOKE_SHARED"
+#: The smoke run's process id, written where every worker and the main process can read it.
+SMOKE_PID = "smoke-run.pid"
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up its factory
+def pytest_configure(config):
+    """In the session's main process: the folder of the session's one smoke run (in pytest's own
+    temporary folder), inherited by xdist workers through the environment."""
+    if not hasattr(config, "workerinput"):
+        base = config._tmp_path_factory.getbasetemp()  # pytest-N: the workers' folders lie inside it
+        os.environ[SHARED_ENV] = str(base / "smoke-run")
+
+
+def pytest_sessionfinish(session):
+    """In the main process: stop a smoke run still going when the session ends (``-x``, Ctrl-C, a
+    selection that did not wait for it) and the kernels it started (its own process group)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    try:
+        pid = int((Path(os.environ[SHARED_ENV]) / SMOKE_PID).read_text())
+        os.killpg(pid, signal.SIGKILL)
+    except (KeyError, OSError, ValueError):
+        pass  # no smoke run, or it has ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a finished child not yet reaped is a zombie: count it as ended
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return True
 
 
 @pytest.fixture(scope="session", autouse=True)
-def smoke_started(request, tmp_path_factory):
+def smoke_started(request):
     """Start the smoke run as the session starts, in a child process, when a test will read it.
 
-    The notebooks then run on one core while the session's other tests (the book build, the
-    unit tests) run on the other; the first notebook test waits for the run (``smoke_run``).
-    Yields ``(process, folder)``, or None when no collected test reads the run or
+    The notebooks then run beside the session's other tests (the book build, the unit tests); the
+    first notebook test waits for the run (``smoke_run``). Under pytest-xdist every worker that
+    collects such a test asks for it, and the first one starts it: one run per session, in the
+    folder the main process chose (``NRC_SMOKE_SHARED``); the main process stops it if the session
+    ends first. Yields the folder, or None when no collected test reads the run or
     ``NRC_SMOKE_DONE=1`` reuses an earlier one. ``NRC_SMOKE_PROFILE`` and ``NRC_SMOKE_NOTEBOOKS``
     run another profile / notebook folder (the tests of this fixture use them).
     """
+    import fcntl
+
     if os.environ.get("NRC_SMOKE_DONE") == "1" or not any(
             SMOKE_FIXTURES & set(getattr(item, "fixturenames", ())) for item in request.session.items):
         yield None
         return
-    out = tmp_path_factory.mktemp("smoke-run")
-    notebooks = Path(os.environ.get("NRC_SMOKE_NOTEBOOKS") or REPO / "notebooks").resolve()
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import conftest; "
-            f"conftest.smoke_child({os.environ.get('NRC_SMOKE_PROFILE') or 'smoke'!r}, {str(notebooks)!r}, "
-            f"{str(out)!r})")
-    with open(out / SMOKE_LOG, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # its own group: its kernels end with it
-    try:
-        yield proc, out
-    finally:
-        if proc.poll() is None:  # the session ended first (-x, Ctrl-C): stop the run and its kernels
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    out = Path(os.environ[SHARED_ENV])
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / "smoke-run.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker starts the run; the others find its pid
+        if not (out / SMOKE_PID).exists():
+            notebooks = Path(os.environ.get("NRC_SMOKE_NOTEBOOKS") or REPO / "notebooks").resolve()
+            code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import conftest; "
+                    f"conftest.smoke_child({os.environ.get('NRC_SMOKE_PROFILE') or 'smoke'!r}, {str(notebooks)!r}, "
+                    f"{str(out)!r})")
+            with open(out / SMOKE_LOG, "wb") as log:
+                proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # its own group: its kernels end with it
+            (out / SMOKE_PID).write_text(str(proc.pid))
+    yield out
 
 
 @pytest.fixture(scope="session")
@@ -289,6 +337,8 @@ def smoke_run(smoke_started) -> SmokeRun:
     matches the current commit, profile and sources (see :func:`_smoke_reusable`); otherwise the
     test session fails with the reason.
     """
+    import time
+
     if os.environ.get("NRC_SMOKE_DONE") == "1":
         out = Path(os.environ.get("NRC_SMOKE_OUT") or EXECUTED).resolve()
         why = _smoke_reusable(out)
@@ -296,14 +346,15 @@ def smoke_run(smoke_started) -> SmokeRun:
         where = {(e.get("where") or {}).get("executor") for e in json.loads((out / "status.json").read_text())["notebooks"]}
         return SmokeRun(out, executor="ray" if where == {"ray"} else "local")
     assert smoke_started is not None, "smoke_run is used, but the session did not start the smoke run"
-    proc, out = smoke_started
-    proc.wait()
+    out = smoke_started
+    pid = int((out / SMOKE_PID).read_text())
+    while not (out / SMOKE_RESULT).exists() and _alive(pid):
+        time.sleep(0.5)  # the run writes its outcome last, then ends
     try:
         found = json.loads((out / SMOKE_RESULT).read_text())
     except (OSError, ValueError):
         tail = (out / SMOKE_LOG).read_text(errors="replace").splitlines()[-30:]
-        pytest.fail(f"the smoke run ended (exit {proc.returncode}) without its outcome; its last lines:\n"
-                    + "\n".join(tail), pytrace=False)
+        pytest.fail("the smoke run ended without its outcome; its last lines:\n" + "\n".join(tail), pytrace=False)
     return SmokeRun(Path(found["out"]), found["failures"], found["left_out"], found["executor"])
 
 
