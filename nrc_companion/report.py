@@ -357,7 +357,7 @@ def show(fig) -> None:
     Parameters
     ----------
     fig : matplotlib.figure.Figure
-        The figure, typically from :mod:`nrc_companion.plots` (any displayable object is shown;
+        The figure, typically from ``nrc_companion.plots`` (any displayable object is shown;
         only a Figure is closed).
 
     Returns
@@ -378,9 +378,9 @@ def publish(notebook: str, values: Mapping, checks: list[Mapping] | None = None,
 
     In this order: each verdict sentence (:func:`nrc_companion.verdicts.sentence` of the chosen
     checks, joined by spaces) and each extra text is glued as Markdown (not displayed);
-    :func:`nrc_companion.records.record` writes ``values``, ``checks`` and ``inputs`` (and glues
-    every value); each table is written by :func:`nrc_companion.records.save_table`; last,
-    :func:`verdict_table` shows the checks.
+    ``nrc_companion.records.record`` writes ``values``, ``checks`` and ``inputs`` (and glues
+    every value); each table is written by ``nrc_companion.records.save_table``; last,
+    ``verdict_table`` shows the checks.
 
     Parameters
     ----------

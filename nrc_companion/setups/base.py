@@ -42,7 +42,7 @@ class Setup:
     def analysis_device(self) -> str | None:
         """The device for :func:`nrc.analyze`: the one the parameters name, ``None`` (the CPU) for ``"auto"``.
 
-        Training resolves ``"auto"`` to the GPU where there is one (:attr:`device`), while the
+        Training resolves ``"auto"`` to the GPU where there is one (``device``), while the
         notebooks have always measured a sweep on the CPU unless a device is named; this keeps it so.
         """
         return None if dict(self.params).get("device", "auto") == "auto" else self.device
@@ -91,10 +91,10 @@ def prepare(name: str, namespace: dict, *, residual: bool = False) -> Setup:
     Parameters
     ----------
     name : str
-        The notebook's file stem (its parameter model in :data:`nrc_companion.params.MODELS`).
+        The notebook's file stem; its parameter model is ``params.MODELS[name]``.
     namespace : dict
-        The notebook's ``globals()``: validated and written back typed
-        (:func:`nrc_companion.params.validate_parameters`).
+        The notebook's ``globals()``: validated and written back typed (``validate_parameters``
+        of ``nrc_companion.params``).
     residual : bool, optional
         Build the ``widths`` network as a residual MLP (:class:`nrc.Architecture` ``residual=True``;
         E3). The parameter models have no such field: the notebook says it.
@@ -107,7 +107,7 @@ def prepare(name: str, namespace: dict, *, residual: bool = False) -> Setup:
         one ``spread``), the MLP ``(d_0, *hidden, K)`` or ``widths`` (one ``activation``, default
         ReLU; ``bias`` default off), the ``weight_decays x seeds`` members (``train_weight_decay x seeds``
         where the notebook trains at one lambda), and the SGD + L-BFGS
-        configuration of :func:`train_config` (one ``loss``, one ``refine_steps``).
+        configuration of ``train_config`` (one ``loss``, one ``refine_steps``).
     """
     from nrc.cache import ResultStore
 
