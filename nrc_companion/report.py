@@ -344,9 +344,9 @@ def glue(name: str, value, display: bool = False):
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        _close_figure(value)
-        return value
-    _glue(name, value, display=display)
+        _glue = None
+    if _glue is not None:
+        _glue(name, value, display=display)
     _close_figure(value)
     return value
 

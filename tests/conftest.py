@@ -273,8 +273,9 @@ def pytest_sessionfinish(session):
     if hasattr(session.config, "workerinput"):
         return
     try:
-        pid = int((Path(os.environ[SHARED_ENV]) / SMOKE_PID).read_text())
-        os.killpg(pid, signal.SIGKILL)
+        out = Path(os.environ[SHARED_ENV])
+        if not (out / SMOKE_RESULT).exists():  # a finished run's pid may belong to another process by now
+            os.killpg(int((out / SMOKE_PID).read_text()), signal.SIGKILL)
     except (KeyError, OSError, ValueError):
         pass  # no smoke run, or it has ended
 

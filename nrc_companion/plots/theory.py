@@ -9,7 +9,7 @@ import seaborn as sns
 
 from nrc.timing import timed
 
-from .style import BAND, WIDTH, fmt_value, legend_outside, log_y, sites_of, lambda_axis, lambda_palette
+from .style import BAND, WIDTH, fmt_value, hue_palette, lambda_axis, legend_outside, log_y, sites_of
 
 
 @timed("figures")  # nrc.timing
@@ -35,7 +35,7 @@ def lines_by_panel(df: pd.DataFrame, x: str, y: str, *, col: str, hue: str, styl
     panels = list(dict.fromkeys(data[col]))
     numeric = pd.api.types.is_numeric_dtype(data[hue])
     hues = sites_of(data) if hue == "site" else (sorted(data[hue].unique()) if numeric else list(dict.fromkeys(data[hue])))
-    pal = lambda_palette(hues) if numeric else dict(zip(hues, sns.color_palette("colorblind", len(hues))))
+    pal = hue_palette(hues)
     hue_name = {"weight_decay": r"$\lambda$", "site": "weight"}.get(hue, hue)
     data[hue_name] = data[hue].map(fmt_value)
     palette = {fmt_value(k): v for k, v in pal.items()}
@@ -104,7 +104,7 @@ def _lambda_hue(data: pd.DataFrame, hue: str) -> tuple[pd.DataFrame, str, dict]:
     """
     numeric = pd.api.types.is_numeric_dtype(data[hue])
     values = sorted(data[hue].unique()) if numeric else list(dict.fromkeys(data[hue]))
-    pal = lambda_palette(values) if numeric else dict(zip(values, sns.color_palette("colorblind", len(values))))
+    pal = hue_palette(values)
     name = {"weight_decay": r"$\lambda$"}.get(hue, hue)
     return data.assign(**{name: data[hue].map(fmt_value)}), name, {fmt_value(k): v for k, v in pal.items()}
 

@@ -140,7 +140,7 @@ def prepare(name: str, namespace: dict, *, residual: bool = False) -> Setup:
 
 def load_data(dataset: str = "synthetic", *, num_classes: int = 4, dim: int = 10, per_class: int = 30,
               spread: float = 0.7, data_seed: int = 0, test_per_class: int | None = 0) -> Dataset:
-    """The training data of a notebook: the Gaussian mixture, or a balanced image subset.
+    """The training data of a notebook: the Gaussian mixture, or a balanced image subset (:func:`data_for`, by keyword).
 
     Parameters
     ----------
@@ -163,11 +163,9 @@ def load_data(dataset: str = "synthetic", *, num_classes: int = 4, dim: int = 10
     -------
     Dataset
     """
-    if dataset in ("synthetic", "gmm"):
-        return make_gaussian_mixture(num_classes=int(num_classes), dim=int(dim), per_class=int(per_class),
-                                     spread=float(spread), seed=int(data_seed))
-    return load_dataset(dataset, per_class=int(per_class), test_per_class=test_per_class, seed=int(data_seed),
-                        download=True)
+    return data_for({"dataset": dataset, "num_classes": num_classes, "dim": dim, "per_class": per_class,
+                     "spread": spread, "data_seed": data_seed,
+                     "test_per_class": -1 if test_per_class is None else test_per_class})
 
 
 def architecture(data: Dataset, hidden: Sequence[int], *, activation: str = "relu",

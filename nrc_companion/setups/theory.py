@@ -291,9 +291,11 @@ def spread_sweep(params, spreads: Iterable[float], *, data_seed_per_seed: bool =
 def unregularised_tables(sweep, num_classes: int, loss: str):
     """The spectral columns of :func:`nrc.analyze`'s tables for the members trained with lambda = 0 (T8).
 
-    ``nrc.analyze`` needs lambda > 0 (its stationarity and Theorem A columns divide by it); a
-    rank-against-lambda sweep still wants the spectra of its unregularised members. For every
-    non-diverged member with ``weight_decay == 0`` and every weight matrix, in that order:
+    T8 analyses its members with lambda > 0 through ``nrc.analyze`` (whose stationarity and Theorem A
+    columns divide by lambda, so are infinite at 0, and whose analysis of those members T2 has
+    already stored); a rank-against-lambda sweep still wants the spectra of its unregularised
+    members. For every non-diverged member with ``weight_decay == 0`` and every weight matrix, in
+    that order:
 
     Returns
     -------
