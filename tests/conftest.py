@@ -31,6 +31,14 @@ EXECUTED = REPO / "book" / "executed"
 if not os.environ.get("NRC_DATA") and (REPO.parent / "shared" / "data").is_dir():
     os.environ["NRC_DATA"] = str(REPO.parent / "shared" / "data")
 os.environ.setdefault("NRC_PROGRESS", "0")
+# One intra-op thread per process, for this session and every process it starts (set before
+# anything imports torch or NumPy). The session's smoke run keeps both cores of a 2-core CI machine
+# busy beside the tests, and a process whose OpenMP/BLAS threads outnumber the free cores spends
+# its time in spin-waiting barriers: measured on this project's 2-core machine with one core busy,
+# test_theorem's stationarity test, test_train's L-BFGS test and test_landscape took 114 s with two
+# threads and 6.7 s with one. A caller's own setting is kept. Tests of thread handling set theirs.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 #: The layout each data set needs under the data root (torchvision's), for the skip message.
 LAYOUT = {
