@@ -873,7 +873,12 @@ def run_reproduce(args: argparse.Namespace) -> int:
     notebooks_dir = Path(args.notebooks)
     try:
         profile = load_profile(args.profile, notebooks_dir)
-        if args.list:
+        overrides = _parse_sets(getattr(args, "set", None))
+        if args.list:  # what would run: the profile with the --set overrides, validated
+            if overrides:
+                for note in apply_overrides(profile, overrides, notebooks_dir):
+                    print(f"note: {note}", file=sys.stderr)
+                validate_profile(profile, notebooks_dir)
             return _list(profile, notebooks_dir)
         threads = getattr(args, "threads", "auto")
         if threads != "auto" and not (str(threads).isdigit() and int(threads) >= 1):
@@ -884,7 +889,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         report = reproduce(profile, only=args.only, notebooks_dir=notebooks_dir, out_dir=args.out,
                            kernel=args.kernel, timeout=args.timeout, threads=threads,
                            resume=getattr(args, "resume", True), executor=executor,
-                           overrides=_parse_sets(getattr(args, "set", None)))
+                           overrides=overrides)
     except (ProfileError, FileNotFoundError, ValueError) as e:
         print(f"nrc reproduce: {e}", file=sys.stderr)
         return 2

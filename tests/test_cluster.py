@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -335,6 +336,30 @@ def test_set_overrides_every_notebook_that_declares_the_parameter(tmp_path, caps
                  "--out", str(tmp_path), "--set", "epoch=1"])
     assert code == 2
     assert "no notebook of profile 'paper' declares a parameter 'epoch'" in capsys.readouterr().err
+
+
+def test_the_documented_paper_cpu_command_is_what_the_benchmark_runs_and_it_validates(capsys):
+    """``benchmarks/paper_cpu_run.py`` runs the command of book/cluster.md as written there; that
+    command, with ``--list``, validates the paper profile with its overrides and lists the values
+    the run uses: one epoch wherever a notebook trains by epochs, E4's 200 kept."""
+    import importlib.util
+
+    from nrc_companion.cli import main
+
+    spec = importlib.util.spec_from_file_location("paper_cpu_run", REPO / "benchmarks" / "paper_cpu_run.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = bench.documented_command()
+    assert argv[:4] == ["nrc", "reproduce", "--profile", "paper"] and "--executor" in argv
+    assert main(argv[1:] + ["--notebooks", str(REPO / "notebooks"), "--list"]) == 0
+    listed = capsys.readouterr().out
+    epochs = dict(re.findall(r"^(\w+)\n(?:    .*\n)*?    epochs +: int = (\d+)", listed, re.M))
+    assert len(epochs) >= 15, listed[:2000]
+    assert {n: int(e) for n, e in epochs.items() if e != "1"} == {"e4_no_loss_barrier": 200}
+    # a value the overrides leave out of range fails the listing too, as it would fail the run
+    assert main(["reproduce", "--profile", "paper", "--notebooks", str(REPO / "notebooks"), "--set", "epochs=1",
+                 "--list"]) == 2
+    assert "early_epochs" in capsys.readouterr().err
 
 
 NOTEBOOK = '''\
