@@ -32,6 +32,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -111,7 +112,10 @@ class Sampler(threading.Thread):
 
 def summarize(command: str, run_dir: Path, sampled: dict, wall_s: float, returncode: int) -> dict:
     """The committed record of one run: its command, provenance, peaks, load and notebooks."""
+    from nrc_companion.profiles import load_profile
+
     status = json.loads((run_dir / "status.json").read_text())
+    profile = list(load_profile(status.get("profile", "paper"), REPO / "notebooks").notebooks)
     notebooks = [{"name": e["name"], "ok": e.get("ok"), "seconds": e.get("seconds"), "error": e.get("error"),
                   "members_trained": e.get("members_trained"), "members_loaded": e.get("members_loaded"),
                   "phases": e.get("phases"), "where": e.get("where")} for e in status.get("notebooks", [])]
@@ -122,7 +126,8 @@ def summarize(command: str, run_dir: Path, sampled: dict, wall_s: float, returnc
             "peak_note": "summed over the driver's process tree (driver, local Ray cluster, workers, kernels), "
                          "sampled every 5 s: RSS counts a shared page in every process that maps it (an "
                          "overstatement); PSS splits it between them",
-            "notebooks_ok": sum(bool(n["ok"]) for n in notebooks), "notebooks_total": len(notebooks),
+            "notebooks_ok": sum(bool(n["ok"]) for n in notebooks), "notebooks_total": len(profile),
+            "notebooks_not_run": [n for n in profile if n not in {e["name"] for e in notebooks}],
             "notebooks": notebooks}
 
 
@@ -134,9 +139,9 @@ def table(res: dict) -> str:
              f"`{(res['commit'] or 'unknown')[:10]}`{' (dirty)' if res.get('dirty') else ''}: "
              f"**{res['notebooks_ok']} of {res['notebooks_total']} notebooks ok in {res['wall_seconds'] / 60:.0f} min** "
              f"({res['wall_seconds']:.0f} s); peak memory of the process tree "
-             f"{res['peak_pss_bytes'] / gb:.1f} GB (PSS; {res['peak_rss_bytes'] / gb:.1f} GB summed RSS); "
+             f"{res['peak_pss_bytes'] / gb:.1f} GiB (PSS; {res['peak_rss_bytes'] / gb:.1f} GiB summed RSS); "
              f"1-minute load average {load['min']}-{load['max']} (median {load['median']}). "
-             f"Command: `python benchmarks/paper_cpu_run.py` (runs the command above).", "",
+             f"How it ran: {res.get('how_run') or '`python benchmarks/paper_cpu_run.py`, which runs the command above'}.", "",
              "| notebook | ok | seconds | " + " | ".join(PHASES) + " | members trained | loaded |",
              "| --- | :---: | ---: | " + " | ".join("---:" for _ in PHASES) + " | ---: | ---: |"]
     for n in res["notebooks"]:
@@ -145,6 +150,23 @@ def table(res: dict) -> str:
                      + " | ".join(f"{ph.get(p, 0):.0f}" for p in PHASES)
                      + f" | {n['members_trained']} | {n['members_loaded']} |")
     sums = {p: sum((n.get("phases") or {}).get(p, 0) for n in res["notebooks"]) for p in PHASES}
+    total = sum(sums.values()) or float("nan")
+    longest = sorted(res["notebooks"], key=lambda n: -(n["seconds"] or 0))[:3]
+    lines[0] += (f" Of the notebooks' {total:.0f} s, analysis took {100 * sums['analysis'] / total:.0f} % and "
+                 f"training {100 * sums['training'] / total:.0f} %; the longest were "
+                 + ", ".join(f"{n['name']} ({n['seconds']:.0f} s)" for n in longest) + ".")
+    for n in res["notebooks"]:
+        if not n["ok"]:
+            lines[0] += f" {n['name']} failed: {n['error'].rstrip('.')}."
+    probe = res.get("e4b_interpolation_probe")
+    if probe:
+        lines[0] += (" E4b's check needs a trained network that interpolates its training set; one member at these "
+                     f"shapes (weight decay {probe[0]['weight_decay']:g}, seed 0, no refinement, one thread) reached "
+                     + ", ".join(f"{100 * r['train_acc']:.2f} % training accuracy after {r['epochs']} epochs "
+                                 f"({r['seconds']:.0f} s)" for r in probe)
+                     + " (`--probe-e4b`): the profile's 200 epochs and L-BFGS refinement are GPU work.")
+    if res.get("notebooks_not_run"):
+        lines[0] += f" Not run: {', '.join(res['notebooks_not_run'])}."
     lines.append(f"| **total** | {res['notebooks_ok']}/{res['notebooks_total']} | "
                  f"{sum(n['seconds'] for n in res['notebooks']):.0f} | "
                  + " | ".join(f"{sums[p]:.0f}" for p in PHASES)
@@ -153,13 +175,52 @@ def table(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def interpolation_probe(epochs: list[int], notebook: str = "e4b_dnc1_optimality") -> list[dict]:
+    """E4b's check needs a trained network that interpolates its training set. Train one member
+    of the paper profile's E4b (its smallest weight decay, seed 0: the likeliest to interpolate) at
+    its full shapes for each of ``epochs`` (no refinement, one thread, no cache) and measure its
+    training accuracy as the notebook does."""
+    import torch
+
+    from nrc_companion import setups
+    from nrc_companion.profiles import load_profile, notebook_parameters
+
+    torch.set_num_threads(1)
+    values = {k: q.default for k, q in notebook_parameters(REPO / "notebooks" / f"{notebook}.ipynb").items()}
+    values.update(load_profile("paper", REPO / "notebooks").notebooks[notebook])
+    rows = []
+    for e in epochs:
+        ns = dict(values, weight_decays=[min(values["weight_decays"])], seeds=[0], epochs=int(e), refine_steps=0,
+                  device="cpu")
+        with tempfile.TemporaryDirectory() as cache:  # an empty cache: every probe trains
+            os.environ["NRC_CACHE_DIR"] = cache
+            nb = setups.prepare(notebook, ns)
+            t0 = time.perf_counter()
+            run = setups.trained_starts(nb)
+        rows.append({"epochs": int(e), "weight_decay": ns["weight_decays"][0], "seed": 0,
+                     "train_acc": run.starts[0]["train_acc"] if run.starts else None,
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="folder for the executed notebooks (not in the repository)")
-    p.add_argument("--cache", type=Path, required=True, help="an empty folder for the run's result cache")
+    p.add_argument("--out", type=Path, help="folder for the executed notebooks (not in the repository)")
+    p.add_argument("--cache", type=Path, help="an empty folder for the run's result cache")
     p.add_argument("--json", type=Path, default=HERE / "paper_cpu_run.json")
     p.add_argument("--table", type=Path, default=HERE / "paper_cpu_run.md")
+    p.add_argument("--probe-e4b", metavar="EPOCHS", help="instead of the run: train one E4b member at full shapes for "
+                   "each of these comma-separated epoch counts, add its training accuracy to --json, rewrite --table")
     args = p.parse_args(argv)
+    if args.probe_e4b:
+        res = json.loads(args.json.read_text())
+        res["e4b_interpolation_probe"] = interpolation_probe([int(e) for e in args.probe_e4b.split(",")])
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+        args.table.write_text(table(res))
+        return 0
+    if args.out is None or args.cache is None:
+        p.error("--out and --cache are required for the run")
     if args.cache.exists() and any(args.cache.iterdir()):
         print(f"--cache: {args.cache} is not empty; the run must train every member", file=sys.stderr)
         return 2
