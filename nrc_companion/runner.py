@@ -45,7 +45,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -442,9 +441,34 @@ def _relativize(nb_path: Path, repo: Path) -> None:
     os.replace(tmp, nb_path)
 
 
+def execute(src, dst, parameters: dict, km, *, cwd, timeout) -> None:
+    """Execute one notebook with papermill in the started kernel ``km`` and stop that kernel at once.
+
+    The one way both a local run and a notebook task on a cluster execute a notebook: the
+    executed copy is written once, when the notebook ends (ok or failed), not after every cell
+    (papermill's saves cost up to ~0.15 s each, twice per cell); the kernel is killed rather
+    than asked to shut down (see :func:`_stop_kernel`). Errors propagate to the caller.
+    """
+    import papermill as pm
+
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=parameters, km=km, cwd=str(cwd), progress_bar=False,
+                            execution_timeout=timeout, request_save_on_cell_execute=False,
+                            # the kernel answers once it has imported the notebooks' libraries:
+                            # under load that can pass papermill's default of 60 s
+                            start_timeout=600)
+    except BaseException as e:
+        if not isinstance(e, Exception):  # Ctrl-C: the kernel is stopped on purpose, its cell task left behind
+            _quiet_dead_kernel_tasks()
+        raise
+    finally:
+        _stop_kernel(km)
+
+
 def run_notebook(src: str, dst: str, parameters: dict, *, kernel: str, cwd: str, timeout, env: dict,
                  kernel_log: str, kind: str) -> dict:
-    """Execute one notebook with papermill under ``env``; return its outcome and where it ran.
+    """Execute one notebook (:func:`execute`) in a kernel started with ``env``; return its outcome
+    and where it ran.
 
     What :class:`~nrc_companion.pool.NotebookPool` runs in a Ray task or a SLURM job (``kind``):
     the executed copy and the records land in the paths given, which on a cluster must lie on a
@@ -456,15 +480,13 @@ def run_notebook(src: str, dst: str, parameters: dict, *, kernel: str, cwd: str,
         ``seconds`` (wall), ``error`` (one line, or None), ``details`` (the traceback's last
         lines) and ``where`` (:func:`nrc.executors.where_running`).
     """
-    import papermill as pm
-
     from nrc.executors import where_running
 
     start, error, details = time.perf_counter(), None, None
     try:
         with _environ(env):
-            pm.execute_notebook(src, dst, parameters=parameters, kernel_name=kernel, cwd=cwd, progress_bar=False,
-                                execution_timeout=timeout, kernel_manager_class=_kernel_manager(Path(kernel_log)))
+            km = _start_kernel(kernel, dict(os.environ), Path(cwd), Path(kernel_log))
+            execute(src, dst, parameters, km, cwd=cwd, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - reported in the notebook's status entry
         error, details = _error_text(e)
     return {"seconds": time.perf_counter() - start, "error": error, "details": details,
@@ -516,8 +538,6 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
     ValueError
         ``only`` names a notebook that is not in the profile.
     """
-    import papermill as pm  # imported lazily: only the runner needs it
-
     notebooks_dir = Path(notebooks_dir).resolve()
     if not isinstance(profile, Profile):
         profile = load_profile(profile, notebooks_dir)
@@ -643,21 +663,9 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         if ahead and later:
             kernels[later[0]] = start_kernel(later[0])
         try:
-            # The executed copy is written once, when the notebook ends (ok or failed), not after
-            # every cell: papermill's saves cost up to ~0.15 s each, twice per cell.
-            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel, km=km,
-                                cwd=str(notebooks_dir), progress_bar=False, execution_timeout=timeout,
-                                request_save_on_cell_execute=False,
-                                # the kernel answers once it has imported the notebooks' libraries:
-                                # under load that can pass papermill's default of 60 s
-                                start_timeout=600)
+            execute(src, dst, params, km, cwd=notebooks_dir, timeout=timeout)
         except Exception as e:  # noqa: BLE001 - record any failure and go on with the next notebook
             error, details = _error_text(e)
-        except BaseException:  # Ctrl-C: the kernel is stopped on purpose, its cell task left behind
-            _quiet_dead_kernel_tasks()
-            raise
-        finally:
-            _stop_kernel(km)
         finish(name, params, digest, dst, train_log, time.perf_counter() - start, error, details,
                {"executor": "local", "host": platform.node(), "kernel_started_ahead": started_ahead})
 
