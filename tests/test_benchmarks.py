@@ -70,3 +70,23 @@ def test_committed_paper_cpu_run_is_complete_and_quoted_as_measured():
     assert m, "README lost its sentence on the paper profile's CPU run"
     assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (
         round(res["wall_seconds"] / 60), res["notebooks_ok"], res["notebooks_total"])
+
+
+def test_the_paper_runs_sampler_sees_a_child_process_memory():
+    """The sampler of ``paper_cpu_run.py`` sums the memory of a process tree: a child holding
+    ~200 MB of its own pages shows at least that much, in PSS and in RSS."""
+    import subprocess
+    import sys
+
+    bench = _script("paper_cpu_run")
+    code = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    sampler = bench.Sampler(proc.pid, every=0.2)
+    sampler.start()
+    proc.wait()
+    sampler.stop.set()
+    sampler.join()
+    got = sampler.summary()
+    assert got["samples"] >= 2
+    assert got["peak_rss_bytes"] >= got["peak_pss_bytes"] >= 200 * 2**20
+    assert got["load_average_1min"]["max"] >= got["load_average_1min"]["min"] >= 0
