@@ -34,11 +34,11 @@ TARGET_S = 720.0
 RESIDUAL = {"e3_residual_networks"}
 
 
-def sweep_flops(params: dict, members: int) -> float:
+def sweep_flops(params: dict, members: int, residual: bool = False) -> float:
     """FLOPs of the SGD matrix products of ``members`` members trained with ``params``
     (a notebook's parameters in the profile; an MNIST-sized data set of 10 classes)."""
     widths = params.get("widths") or [784, *params["hidden"], 10]
-    arch = nrc.Architecture(tuple(widths), residual=params.get("_name") in RESIDUAL)
+    arch = nrc.Architecture(tuple(widths), residual=residual)
     n = int(params["per_class"]) * 10
     batch = min(int(params.get("batch_size", 128)), n)
     steps = int(params["epochs"]) * (n // batch)
@@ -51,12 +51,12 @@ def sweep_flops(params: dict, members: int) -> float:
 def floor(status: dict, profile: dict, best_gflops: float) -> dict:
     rows, rest = [], 0.0
     for e in status["notebooks"]:
-        p = dict(profile["notebooks"].get(e["name"], {}), _name=e["name"])
+        p = profile["notebooks"].get(e["name"], {})
         phases = e.get("phases") or {}
         big = (e.get("members_trained") or 0) > 0 and p.get("per_class", 0) >= 1000 and "epochs" in p \
             and (p.get("dataset") in ("mnist", "fashion-mnist") or p.get("datasets"))
         if big:
-            flops = sweep_flops(p, e["members_trained"])
+            flops = sweep_flops(p, e["members_trained"], residual=e["name"] in RESIDUAL)
             train = float(phases.get("training", e.get("train_seconds") or 0.0))
             rows.append({"notebook": e["name"], "members_trained": e["members_trained"], "tflop": flops / 1e12,
                          "training_s": train, "floor_s": flops / (best_gflops * 1e9),

@@ -25,6 +25,7 @@ Run (``NRC_DATA`` must hold MNIST and Fashion-MNIST, ~1-2 hours on 2 cores)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -182,6 +183,7 @@ def interpolation_probe(epochs: list[int], notebook: str = "e4b_dnc1_optimality"
     training accuracy as the notebook does."""
     import torch
 
+    from nrc import ResultStore
     from nrc_companion import setups
     from nrc_companion.profiles import load_profile, notebook_parameters
 
@@ -193,8 +195,7 @@ def interpolation_probe(epochs: list[int], notebook: str = "e4b_dnc1_optimality"
         ns = dict(values, weight_decays=[min(values["weight_decays"])], seeds=[0], epochs=int(e), refine_steps=0,
                   device="cpu")
         with tempfile.TemporaryDirectory() as cache:  # an empty cache: every probe trains
-            os.environ["NRC_CACHE_DIR"] = cache
-            nb = setups.prepare(notebook, ns)
+            nb = dataclasses.replace(setups.prepare(notebook, ns), store=ResultStore(cache))
             t0 = time.perf_counter()
             run = setups.trained_starts(nb)
         rows.append({"epochs": int(e), "weight_decay": ns["weight_decays"][0], "seed": 0,

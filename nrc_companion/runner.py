@@ -457,9 +457,10 @@ def execute(src, dst, parameters: dict, km, *, cwd, timeout) -> None:
                             # the kernel answers once it has imported the notebooks' libraries:
                             # under load that can pass papermill's default of 60 s
                             start_timeout=600)
-    except BaseException as e:
-        if not isinstance(e, Exception):  # Ctrl-C: the kernel is stopped on purpose, its cell task left behind
-            _quiet_dead_kernel_tasks()
+    except Exception:
+        raise
+    except BaseException:  # Ctrl-C: the kernel is stopped on purpose, its cell task left behind
+        _quiet_dead_kernel_tasks()
         raise
     finally:
         _stop_kernel(km)

@@ -105,6 +105,16 @@ def mixture(num_classes: int = 3, dim: int = 6, per_class: int = 16, spread: flo
                                      seed=seed, **kw)
 
 
+def benchmark_script(name: str):
+    """The module ``benchmarks/<name>.py`` (the benchmark scripts are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_notebook(path: Path, parameters: str | None, *cells: str, extra_parameters: str | None = None) -> Path:
     """Write a notebook to ``path`` (folders made): a Python 3 kernel, the ``parameters``-tagged
     cell ``parameters`` (none when ``None``; a second one with ``extra_parameters``), then one code

@@ -1,22 +1,15 @@
 """The benchmark scripts' arithmetic, and their committed outputs against their inputs."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import benchmark_script as _script
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_sweep_flops_counts_the_products_the_ceiling_benchmark_times():
@@ -24,12 +17,12 @@ def test_sweep_flops_counts_the_products_the_ceiling_benchmark_times():
     a residual one adds a forward, weight- and input-gradient product for each V."""
     floor = _script("full_run_floor")
     ceiling = _script("bench_matmul_ceiling")
-    p = {"hidden": [256, 256, 256], "per_class": 1000, "batch_size": 128, "epochs": 50, "_name": "t2_rank_tcv_bound"}
+    p = {"hidden": [256, 256, 256], "per_class": 1000, "batch_size": 128, "epochs": 50}
     steps = 50 * (10_000 // 128)
     assert floor.sweep_flops(p, 18) == ceiling.step_flops(18, [784, 256, 256, 256, 10], 128) * steps
-    res = dict(p, _name="e3_residual_networks", widths=[784, 256, 256, 256, 10])
+    res = dict(p, widths=[784, 256, 256, 256, 10])
     extra = 2 * (2 * 256 * 256 * 3) * 128 * steps * 18  # V2, V3: 256 x 256 each, three products
-    assert floor.sweep_flops(res, 18) == pytest.approx(floor.sweep_flops(p, 18) + extra, rel=0, abs=0)
+    assert floor.sweep_flops(res, 18, residual=True) == pytest.approx(floor.sweep_flops(p, 18) + extra, rel=0, abs=0)
 
 
 def test_committed_floor_table_is_what_the_committed_run_and_ceiling_give():

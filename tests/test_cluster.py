@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import nrc
-from conftest import mixture
+from conftest import benchmark_script, mixture
 from nrc.executors import (Executor, ExecutorError, ShardError, member_memory, parse_executor, plan_shards,
                            sbatch_script)
 
@@ -342,14 +342,9 @@ def test_the_documented_paper_cpu_command_is_what_the_benchmark_runs_and_it_vali
     """``benchmarks/paper_cpu_run.py`` runs the command of book/cluster.md as written there; that
     command, with ``--list``, validates the paper profile with its overrides and lists the values
     the run uses: one epoch wherever a notebook trains by epochs, E4's 200 kept."""
-    import importlib.util
-
     from nrc_companion.cli import main
 
-    spec = importlib.util.spec_from_file_location("paper_cpu_run", REPO / "benchmarks" / "paper_cpu_run.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    argv = bench.documented_command()
+    argv = benchmark_script("paper_cpu_run").documented_command()
     assert argv[:4] == ["nrc", "reproduce", "--profile", "paper"] and "--executor" in argv
     assert main(argv[1:] + ["--notebooks", str(REPO / "notebooks"), "--list"]) == 0
     listed = capsys.readouterr().out
