@@ -10,7 +10,9 @@ cache. Three executors:
 * ``ray``: one Ray task per shard (``ray.remote``), asking for ``cpus_per_shard`` CPUs and
   ``gpus_per_shard`` GPUs; ``address`` joins an existing cluster, otherwise a local one is started.
   Shards return their members through Ray's object store and the *driver* writes the cache
-  entries, so no shared filesystem is needed.
+  entries, so no shared filesystem is needed. With ``actors`` (set by ``nrc reproduce`` for its
+  notebooks' kernels) the shards go to that run's long-lived shard workers instead
+  (:class:`ShardWorker`, see :func:`start_shard_actors`).
 * ``slurm``: one submitit job per shard, submitted as one job array (``AutoExecutor.map_array``);
   partition, GPUs, time limit and log folder come from options or a profile's ``cluster:``
   section. Results come back as submitit's pickled results in the log folder (which SLURM needs
@@ -47,7 +49,8 @@ from typing import Callable, Iterator
 __all__ = ["EXECUTORS", "EXECUTOR_ENV", "Executor", "ExecutorError", "ShardError", "parse_executor",
            "require_engine", "member_memory", "plan_shards", "train_shards", "sbatch_script",
            "add_executor_arguments", "executor_from_args", "CLUSTER_KEYS", "ray_init", "shard_slots",
-           "submitit_parameters", "submitit_folder", "as_completed", "one_line", "where_running"]
+           "submitit_parameters", "submitit_folder", "as_completed", "one_line", "where_running",
+           "ShardWorker", "start_shard_actors", "shard_actor_count", "ACTOR_NAMESPACE"]
 
 EXECUTORS = ("local", "ray", "slurm")
 #: Environment variable holding the executor of ``ResultStore.train`` when none is passed.
@@ -55,6 +58,8 @@ EXECUTOR_ENV = "NRC_EXECUTOR"
 INSTALL = {"ray": 'pip install "nrc[cluster]" (or: pip install "ray>=2")',
            "slurm": 'pip install "nrc[cluster]" (or: pip install "submitit>=1.5")'}
 SLURM_CLUSTERS = ("slurm", "local", "debug")
+#: Ray namespace of the shard workers ``nrc reproduce`` starts (its kernels are other Ray jobs).
+ACTOR_NAMESPACE = "nrc"
 
 
 class ExecutorError(ValueError):
@@ -116,6 +121,10 @@ class Executor:
         Whether workers see the cache folder. True: shards checkpoint there, so a killed shard
         resumes where it stopped. False: checkpoints go to the worker's temporary folder (a retry on
         the same node resumes). Results always come back through the engine.
+    actors : tuple of str
+        Ray: names of running :class:`ShardWorker` actors (namespace :data:`ACTOR_NAMESPACE`) that
+        take the shards instead of new tasks. ``nrc reproduce`` starts them and sets this for its
+        notebooks' kernels; not a profile or command-line option.
     """
 
     kind: str = "local"
@@ -136,6 +145,7 @@ class Executor:
     slurm_cluster: str = "slurm"
     setup: tuple = ()
     shared_fs: bool = True
+    actors: tuple = ()
 
     def __post_init__(self):
         def bad(name, allowed):
@@ -172,6 +182,11 @@ class Executor:
         if isinstance(self.setup, str) or not all(isinstance(s, str) for s in self.setup):
             bad("setup", "a list of shell lines")
         object.__setattr__(self, "setup", tuple(self.setup))
+        if isinstance(self.actors, str) or not all(isinstance(a, str) and a for a in self.actors):
+            bad("actors", "a list of Ray actor names")
+        object.__setattr__(self, "actors", tuple(self.actors))
+        if self.actors and self.kind != "ray":
+            bad("actors", "empty unless kind is 'ray'")
 
     def options(self) -> dict:
         """The options that differ from the defaults (what :meth:`to_env` writes)."""
@@ -192,7 +207,7 @@ class Executor:
 
 
 #: Keys of a profile's ``cluster:`` section (the options of :class:`Executor`, plus ``executor``).
-CLUSTER_KEYS = tuple(["executor"] + [f.name for f in fields(Executor) if f.name != "kind"])
+CLUSTER_KEYS = tuple(["executor"] + [f.name for f in fields(Executor) if f.name not in ("kind", "actors")])
 
 
 def _is_int(v) -> bool:
@@ -445,6 +460,41 @@ def ray_init(spec: Executor):
     return ray
 
 
+class ShardWorker:
+    """A long-lived shard worker: a Ray actor that trains one shard per call (:func:`train_shard`).
+
+    Why: Ray's worker processes belong to one job, and every notebook kernel of ``nrc reproduce
+    --executor ray`` is a job of its own, so a shard *task* from a kernel starts a new process that
+    imports torch (~3 CPU-seconds here) and dies with that kernel. The run's shard workers import it
+    once and serve every kernel's shards; they ask for a shard's resources for the whole run.
+    """
+
+    def train(self, *args, **kwargs) -> list[dict]:
+        return train_shard(*args, **kwargs)
+
+
+def start_shard_actors(spec: Executor, names: list[str]) -> list:
+    """Start the shard workers of one ``nrc reproduce`` run, one per name, in :data:`ACTOR_NAMESPACE`.
+
+    A worker killed mid-shard is restarted and its call retried up to ``spec.retries`` times (the
+    shard resumes from its checkpoint), as a task would be. Returns the actor handles; the run
+    ends them with ``ray.kill`` (an actor would otherwise hold its CPUs until the driver exits).
+    """
+    ray = ray_init(spec)
+    cls = ray.remote(ShardWorker)
+    return [cls.options(name=name, namespace=ACTOR_NAMESPACE, num_cpus=spec.cpus_per_shard,
+                        num_gpus=spec.gpus_per_shard, max_restarts=spec.retries,
+                        max_task_retries=spec.retries).remote() for name in names]
+
+
+def shard_actor_count(spec: Executor) -> int:
+    """How many shard workers a run starts: the shards that fit the cluster at once, at most ``workers``
+    (an actor the cluster cannot place would hold its shards for ever)."""
+    ray = ray_init(spec)
+    key, per = ("GPU", spec.gpus_per_shard) if spec.gpus_per_shard else ("CPU", spec.cpus_per_shard)
+    return max(1, min(spec.workers or shard_slots(spec), int(ray.cluster_resources().get(key, 0) // per)))
+
+
 def submitit_parameters(spec: Executor, n: int, name: str = "nrc-shard") -> dict:
     """AutoExecutor parameters of one shard's job (generic ones, and ``slurm_``-prefixed ones)."""
     params = {"name": name, "timeout_min": spec.time_limit_min, "cpus_per_task": spec.cpus_per_shard,
@@ -537,13 +587,23 @@ def train_shards(spec: Executor, arch, data, members: list[dict], keys: list[str
     if spec.kind == "ray":
         ray = engine
         data_ref = None if per_member else ray.put(data)  # one copy in the object store for all shards
-        task = ray.remote(train_shard).options(num_cpus=spec.cpus_per_shard, num_gpus=spec.gpus_per_shard,
-                                               max_retries=spec.retries, retry_exceptions=spec.retries > 0)
+        if spec.actors:  # the run's shard workers; a process-dependent first one spreads the kernels' shards
+            try:
+                workers = [ray.get_actor(a, namespace=ACTOR_NAMESPACE).train for a in spec.actors]
+            except ValueError as e:
+                raise ExecutorError(f"executor option 'actors': {one_line(e)} (they live as long as the "
+                                    "nrc reproduce run that started them)") from None
+            first = os.getpid() % len(workers)
+            submit = [workers[(first + s) % len(workers)].remote for s in range(len(shards))]
+        else:
+            task = ray.remote(train_shard).options(num_cpus=spec.cpus_per_shard, num_gpus=spec.gpus_per_shard,
+                                                   max_retries=spec.retries, retry_exceptions=spec.retries > 0)
+            submit = [task.remote] * len(shards)
         pending = {}
         for s, idx in enumerate(shards):
             sub, mem, ck = payload(idx)
-            ref = task.remote(arch, data_ref if not per_member else sub, mem, config, device=device,
-                              checkpoint=ck, threads=spec.cpus_per_shard, callback=callback, kind="ray")
+            ref = submit[s](arch, data_ref if not per_member else sub, mem, config, device=device,
+                            checkpoint=ck, threads=spec.cpus_per_shard, callback=callback, kind="ray")
             pending[ref] = s
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # a timeout lets Ctrl-C through

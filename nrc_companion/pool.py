@@ -13,14 +13,21 @@ same command again runs only what is missing.
 """
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 from nrc.executors import (Executor, as_completed, one_line, ray_init, require_engine, shard_slots,
-                           submitit_folder, submitit_parameters)
+                           shard_actor_count, start_shard_actors, submitit_folder, submitit_parameters)
 
-__all__ = ["NotebookPool"]
+__all__ = ["NotebookPool", "SHARD_TASKS_ENV"]
+
+#: ``NRC_RAY_SHARD_TASKS=1``: the kernels' shards run as Ray tasks (a new worker process per kernel
+#: and shard slot) instead of in the run's shard workers; for a cluster whose CPUs should not be
+#: held for a whole run, and for ``benchmarks/ray_smoke.py``, which compares the two.
+SHARD_TASKS_ENV = "NRC_RAY_SHARD_TASKS"
 
 
 class NotebookPool:
@@ -41,10 +48,12 @@ class NotebookPool:
 
     Notes
     -----
-    Ray: a notebook task asks for no CPU of its own, because its kernel's training goes to shard
-    tasks on the same cluster (through ``$NRC_EXECUTOR``), and a task holding CPUs while it waits
-    for its own shards could deadlock a small cluster; instead at most ``workers`` notebooks run at
-    once (default: the cluster's CPUs / ``cpus_per_shard``). SLURM: each notebook is one job with a
+    Ray: a notebook task asks for no CPU of its own, because its kernel's training goes to the
+    run's shard workers on the same cluster (through ``$NRC_EXECUTOR``; see
+    :func:`nrc.executors.start_shard_actors`), which hold the CPUs, and a task holding CPUs while
+    it waits for its own shards could deadlock a small cluster; at most ``workers`` notebooks run at
+    once (default: the cluster's CPUs / ``cpus_per_shard``). The shard workers end with the run
+    (or on Ctrl-C). SLURM: each notebook is one job with a
     shard's resources, and its kernel trains inside that job (``$NRC_EXECUTOR=local``), since a job
     does not submit jobs.
     """
@@ -58,14 +67,17 @@ class NotebookPool:
             self.started_cluster = not self.engine.is_initialized() and not spec.address
             ray_init(spec)
             self.width = spec.workers or shard_slots(spec)
-
+            run = uuid.uuid4().hex[:8]
+            self.actor_names = [] if os.environ.get(SHARD_TASKS_ENV) == "1" else \
+                [f"nrc-shards-{run}-{i}" for i in range(shard_actor_count(spec))]
+            self.actors = []  # started with the first notebook (results), ended with the last
     def kernel_executor(self) -> str:
         """``$NRC_EXECUTOR`` for the kernels: Ray shards onto this cluster; SLURM trains in the job."""
         if self.spec.kind == "ray":
             address = self.spec.address
             if not address or address == "auto":
                 address = self.engine.get_runtime_context().gcs_address
-            return self.spec.replace(address=address).to_env()
+            return self.spec.replace(address=address, actors=tuple(self.actor_names)).to_env()
         return "local"
 
     def submit(self, name: str, call: dict) -> None:
@@ -101,6 +113,7 @@ class NotebookPool:
         ray = self.engine
         task = ray.remote(self.run).options(num_cpus=0, max_retries=0)
         queue, pending = list(self.queue), {}
+        self.actors = start_shard_actors(self.spec, self.actor_names)
         try:
             while queue or pending:
                 while queue and len(pending) < max(1, self.width):
@@ -119,8 +132,11 @@ class NotebookPool:
             if pending:  # interrupted (Ctrl-C) or abandoned: stop the notebooks still in flight now
                 for ref in pending:
                     ray.cancel(ref, force=True)
-                if self.started_cluster:
-                    ray.shutdown()
+            for actor in self.actors:  # their CPUs go back to the cluster now, not when this driver exits
+                ray.kill(actor)
+            self.actors = []
+            if pending and self.started_cluster:
+                ray.shutdown()
 
 
 def _slurm_call(run: Callable[..., dict], call: dict) -> dict:

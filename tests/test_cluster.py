@@ -24,8 +24,8 @@ import torch
 
 import nrc
 from conftest import benchmark_script, mixture
-from nrc.executors import (Executor, ExecutorError, ShardError, member_memory, parse_executor, plan_shards,
-                           sbatch_script)
+from nrc.executors import (CLUSTER_KEYS, Executor, ExecutorError, ShardError, member_memory, parse_executor,
+                           plan_shards, sbatch_script, start_shard_actors)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,6 +92,15 @@ def test_parse_executor_names_json_env_and_errors(monkeypatch):
         parse_executor({"kind": "slurm", "gpus_per_shard": 2})
     with pytest.raises(ExecutorError, match="'time_limit_min' must be an integer >= 1"):
         Executor(kind="slurm", time_limit_min=0)
+    # the shard workers of a reproduce run reach its kernels through the environment, and nowhere else
+    spec = Executor(kind="ray", address="10.0.0.1:6379", actors=("nrc-shards-ab-0", "nrc-shards-ab-1"))
+    monkeypatch.setenv("NRC_EXECUTOR", spec.to_env())
+    assert parse_executor() == spec
+    assert "actors" not in CLUSTER_KEYS  # not a profile's cluster: option
+    with pytest.raises(ExecutorError, match="'actors' must be empty unless kind is 'ray'"):
+        Executor(kind="slurm", actors=("a",))
+    with pytest.raises(ExecutorError, match="'actors' must be a list of Ray actor names"):
+        Executor(kind="ray", actors="nrc-shards-ab-0")
 
 
 def test_shard_sizes_follow_the_memory_estimate():
@@ -212,6 +221,15 @@ def local_ray():
     ray.shutdown()
 
 
+def _cpus_free(n: int, within: float = 30.0) -> bool:
+    """Whether the local Ray cluster has ``n`` CPUs free within ``within`` seconds (``ray.kill`` of an
+    actor returns before its CPUs do)."""
+    deadline = time.time() + within
+    while ray.available_resources().get("CPU", 0) < n and time.time() < deadline:
+        time.sleep(0.2)
+    return ray.available_resources().get("CPU", 0) == n
+
+
 class KillOnce:
     """A training callback that SIGKILLs its own process (the worker) after epoch ``at`` of the first
     shard that gets there; a marker file (O_EXCL) makes it fire once across workers and retries."""
@@ -277,6 +295,41 @@ def test_ray_killed_shard_is_named_and_a_rerun_trains_only_it(local_ray, tmp_pat
     sweep = store.train(arch, data, members, config, executor=spec, progress=False)
     assert _trained(tmp_path / "log.jsonl") == 3  # only the killed shard's members
     _same(sweep, ref)
+
+
+@cluster
+def test_a_runs_shard_workers_serve_every_sweep_and_a_killed_one_restarts_and_resumes(local_ray, tmp_path):
+    """``nrc reproduce --executor ray`` starts long-lived shard workers (``Executor.actors``) for its
+    kernels: two sweeps trained through them run in the same two processes (no new worker, no new
+    torch import per kernel); a worker killed mid-shard is restarted, its shard resumes from its
+    checkpoint and ends where one stack ends; once killed by the run, they give their CPUs back."""
+    data, arch, config, members = _setup(epochs=4, every=1)
+    ref = nrc.train(arch, data, members, config, progress=False)
+    names = [f"test-shards-{os.getpid()}-{i}" for i in range(2)]
+    spec = Executor(kind="ray", workers=2, retries=1)
+    actors = start_shard_actors(spec, names)
+    try:
+        pids = []
+        for run in ("a", "b"):
+            store = nrc.ResultStore(tmp_path / run)
+            _same(store.train(arch, data, members, config, executor=spec.replace(actors=tuple(names)),
+                              progress=False), ref, bitwise=True)
+            entries = [torch.load(p, weights_only=False) for p in (tmp_path / run / "members").glob("*.pt")]
+            assert len(entries) == 6 and {e["meta"]["where"]["executor"] for e in entries} == {"ray"}
+            pids.append({e["meta"]["where"]["pid"] for e in entries})
+        assert len(pids[0]) == 2 and pids[1] == pids[0]  # the same two processes served both sweeps
+        sweep = nrc.ResultStore(tmp_path / "killed").train(arch, data, members, config, progress=False,
+                                                           executor=spec.replace(actors=tuple(names)),
+                                                           callback=KillOnce(tmp_path / "marker"))
+        assert (tmp_path / "marker").exists()  # a shard worker really died mid-shard
+        _same(sweep, ref)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    assert _cpus_free(2)
+    with pytest.raises(ExecutorError, match=r"^executor option 'actors': .*nrc reproduce run that started them"):
+        nrc.ResultStore(tmp_path / "gone").train(arch, data, members, config, progress=False,
+                                                 executor=spec.replace(actors=tuple(names)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,6 +447,7 @@ def test_reproduce_on_ray_runs_notebooks_in_parallel_and_trains_a_shared_sweep_o
     assert all(e["parameters"]["epochs"] == 2 for e in entries.values())
     assert sum(e["members_trained"] for e in entries.values()) == 4  # the shared sweep trained once
     assert sum(e["members_loaded"] for e in entries.values()) == 4
+    assert _cpus_free(2)  # the run's shard workers ended with it
 
 
 @cluster
@@ -416,6 +470,9 @@ def test_reproduce_smoke_profile_on_ray_runs_every_notebook_and_trains_each_memb
     files = list((smoke_run.out / "cache" / "members").glob("*.pt"))
     trained = sum(e["members_trained"] for e in entries)
     assert trained == len(files) > 0  # a member trained twice would count twice but lie once on disk
-    assert {torch.load(p, weights_only=False)["meta"]["where"]["executor"] for p in files} == {"ray"}
+    where = [torch.load(p, weights_only=False)["meta"]["where"] for p in files]
+    assert {w["executor"] for w in where} == {"ray"}
+    # every kernel's shards went to the run's 2 shard workers: 2 processes, not new ones per kernel
+    assert len({w["pid"] for w in where}) <= 2
     readers = [e["name"] for e in entries if e["members_trained"] == 0 and e["members_loaded"] > 0]
     assert readers  # notebooks whose sweep another notebook trained: loaded, not trained again
