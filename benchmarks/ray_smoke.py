@@ -59,12 +59,13 @@ def run_one(way: str) -> dict:
         if proc.returncode:
             raise SystemExit(f"ray_smoke: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
         status = json.loads((Path(tmp) / "out" / "status.json").read_text())
-        where = [torch.load(p, weights_only=False)["meta"]["where"] for p in (Path(tmp) / "cache" / "members").glob("*.pt")]
+        # a shard's entries say where they were trained; a local run's, trained in each kernel, do not
+        where = [torch.load(p, weights_only=False)["meta"].get("where") for p in (Path(tmp) / "cache" / "members").glob("*.pt")]
     return {"way": way, "command": " ".join(f"{k}={v}" for k, v in env_extra.items()).strip() + (" " if env_extra else "")
             + " ".join(COMMAND + extra), "wall_s": wall, "machine_cpu_s": cpu, "load_before": load0,
             "load_after": os.getloadavg()[0], "notebooks_ok": sum(e["ok"] for e in status["notebooks"]),
             "notebooks": len(status["notebooks"]), "members": len(where),
-            "training_processes": len({(w.get("host"), w.get("pid")) for w in where})}
+            "training_processes": len({(w["host"], w["pid"]) for w in where}) if all(where) else None}
 
 
 def table(report: dict) -> str:
@@ -78,7 +79,8 @@ def table(report: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['way']} (`{r['command']}`) | {r['wall_s']:.0f} | {r['machine_cpu_s']:.0f} | "
-                     f"{r['notebooks_ok']} of {r['notebooks']} | {r['members']} | {r['training_processes']} |")
+                     f"{r['notebooks_ok']} of {r['notebooks']} | {r['members']} | "
+                     f"{r['training_processes'] if r['training_processes'] else 'each notebook kernel'} |")
     return "\n".join(lines) + "\n"
 
 

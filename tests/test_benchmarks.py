@@ -83,3 +83,20 @@ def test_the_paper_runs_sampler_sees_a_child_process_memory():
     assert got["samples"] >= 2
     assert got["peak_rss_bytes"] >= got["peak_pss_bytes"] >= 200 * 2**20
     assert got["load_average_1min"]["max"] >= got["load_average_1min"]["min"] >= 0
+
+
+def test_committed_ray_smoke_run_is_complete_and_its_table_is_its_record():
+    """``benchmarks/ray_smoke.py``: the smoke profile three ways, every notebook ok each time and the
+    same members trained; with the run's shard workers every member was trained by one of the
+    2 workers, with shard tasks by more processes (new workers per kernel). The book includes the
+    table, which is what the record gives."""
+    bench = _script("ray_smoke")
+    res = json.loads((BENCH / "ray_smoke.json").read_text())
+    rows = {r["way"]: r for r in res["rows"]}
+    assert list(rows) == list(bench.WAYS)
+    assert all(r["notebooks_ok"] == r["notebooks"] > 0 for r in rows.values())
+    assert len({r["members"] for r in rows.values()}) == 1
+    assert rows["ray, shard workers"]["training_processes"] <= 2 < rows["ray, shard tasks"]["training_processes"]
+    assert res["environment"]["dirty"] is False
+    assert (BENCH / "ray_smoke.md").read_text() == bench.table(res)
+    assert "```{include} ../benchmarks/ray_smoke.md" in (REPO / "book" / "cluster.md").read_text()
