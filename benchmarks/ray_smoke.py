@@ -71,7 +71,7 @@ def run_one(way: str) -> dict:
 def table(report: dict) -> str:
     env = report["environment"]
     rows = report["rows"]
-    lines = [f"Measured {env['time']} on {env['device']} ({os.cpu_count()} cores), torch {env['versions'].get('torch')}, "
+    lines = [f"Measured {env['time']} on {env['device']}, torch {env['versions'].get('torch')}, "
              f"ray {report['ray']}, commit `{str(env['commit'])[:10]}`, one run each, one after the other; "
              f"1-minute load average between {min(r['load_before'] for r in rows):.1f} and "
              f"{max(r['load_after'] for r in rows):.1f}. Command: `{report['command']}`.", "",
@@ -95,12 +95,17 @@ def main(argv=None) -> int:
 
     import nrc
 
+    from datetime import datetime, timezone
+
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows = []
     for way in WAYS:
         print(f"ray_smoke: {way} ...", flush=True)
         rows.append(run_one(way))
         print(f"ray_smoke: {way}: {rows[-1]['wall_s']:.0f} s wall, {rows[-1]['machine_cpu_s']:.0f} CPU-s", flush=True)
-    report = {"environment": nrc.environment(), "ray": ray.__version__,
+    env = nrc.environment()
+    env["time"] = started  # when the runs began
+    report = {"environment": env, "ray": ray.__version__,
               "command": "python " + " ".join(["benchmarks/ray_smoke.py"] + sys.argv[1:]), "rows": rows}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2, default=str))
