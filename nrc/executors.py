@@ -461,7 +461,7 @@ def ray_init(spec: Executor):
 
 
 class ShardWorker:
-    """A long-lived shard worker: a Ray actor that trains one shard per call (:func:`train_shard`).
+    """A long-lived shard worker: a Ray actor that trains one shard per call (``train_shard``).
 
     Why: Ray's worker processes belong to one job, and every notebook kernel of ``nrc reproduce
     --executor ray`` is a job of its own, so a shard *task* from a kernel starts a new process that
