@@ -465,7 +465,7 @@ class ShardWorker:
 
     Why: Ray's worker processes belong to one job, and every notebook kernel of ``nrc reproduce
     --executor ray`` is a job of its own, so a shard *task* from a kernel starts a new process that
-    imports torch (~3 CPU-seconds here) and dies with that kernel. The run's shard workers import it
+    imports torch (seconds of CPU, see ``benchmarks/ray_smoke.py``) and dies with that kernel. The run's shard workers import it
     once and serve every kernel's shards; they ask for a shard's resources for the whole run.
     """
 
@@ -589,7 +589,8 @@ def train_shards(spec: Executor, arch, data, members: list[dict], keys: list[str
         data_ref = None if per_member else ray.put(data)  # one copy in the object store for all shards
         if spec.actors:  # the run's shard workers; a process-dependent first one spreads the kernels' shards
             try:
-                workers = [ray.get_actor(a, namespace=ACTOR_NAMESPACE).train for a in spec.actors]
+                workers = [ray.get_actor(a, namespace=ACTOR_NAMESPACE).train.options(retry_exceptions=spec.retries > 0)
+                           for a in spec.actors]  # a failed call is retried as a task would be
             except ValueError as e:
                 raise ExecutorError(f"executor option 'actors': {one_line(e)} (they live as long as the "
                                     "nrc reproduce run that started them)") from None

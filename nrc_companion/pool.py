@@ -71,6 +71,7 @@ class NotebookPool:
             self.actor_names = [] if os.environ.get(SHARD_TASKS_ENV) == "1" else \
                 [f"nrc-shards-{run}-{i}" for i in range(shard_actor_count(spec))]
             self.actors = []  # started with the first notebook (results), ended with the last
+
     def kernel_executor(self) -> str:
         """``$NRC_EXECUTOR`` for the kernels: Ray shards onto this cluster; SLURM trains in the job."""
         if self.spec.kind == "ray":
