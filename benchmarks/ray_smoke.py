@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,8 +62,7 @@ def run_one(way: str) -> dict:
         status = json.loads((Path(tmp) / "out" / "status.json").read_text())
         # a shard's entries say where they were trained; a local run's, trained in each kernel, do not
         where = [torch.load(p, weights_only=False)["meta"].get("where") for p in (Path(tmp) / "cache" / "members").glob("*.pt")]
-    return {"way": way, "command": " ".join(f"{k}={v}" for k, v in env_extra.items()).strip() + (" " if env_extra else "")
-            + " ".join(COMMAND + extra), "wall_s": wall, "machine_cpu_s": cpu, "load_before": load0,
+    return {"way": way, "command": " ".join([f"{k}={v}" for k, v in env_extra.items()] + COMMAND + extra), "wall_s": wall, "machine_cpu_s": cpu, "load_before": load0,
             "load_after": os.getloadavg()[0], "notebooks_ok": sum(e["ok"] for e in status["notebooks"]),
             "notebooks": len(status["notebooks"]), "members": len(where),
             "training_processes": len({(w["host"], w["pid"]) for w in where}) if all(where) else None}
@@ -113,8 +113,8 @@ def main(argv=None) -> int:
     print(table(report))
     if a.update_committed:
         committed = Path(__file__).resolve().parent / "ray_smoke.json"
-        committed.write_text(json.dumps(report, indent=2, default=str))
-        committed.with_suffix(".md").write_text(table(report))
+        for src, dst in ((a.out, committed), (a.out.with_suffix(".md"), committed.with_suffix(".md"))):
+            shutil.copyfile(src, dst)
         print(f"refreshed {committed} and {committed.with_suffix('.md')}")
     return 0
 

@@ -50,7 +50,7 @@ __all__ = ["EXECUTORS", "EXECUTOR_ENV", "Executor", "ExecutorError", "ShardError
            "require_engine", "member_memory", "plan_shards", "train_shards", "sbatch_script",
            "add_executor_arguments", "executor_from_args", "CLUSTER_KEYS", "ray_init", "shard_slots",
            "submitit_parameters", "submitit_folder", "as_completed", "one_line", "where_running",
-           "ShardWorker", "start_shard_actors", "shard_actor_count", "ACTOR_NAMESPACE"]
+           "ShardWorker", "start_shard_actors", "ACTOR_NAMESPACE"]
 
 EXECUTORS = ("local", "ray", "slurm")
 #: Environment variable holding the executor of ``ResultStore.train`` when none is passed.
@@ -485,14 +485,6 @@ def start_shard_actors(spec: Executor, names: list[str]) -> list:
     return [cls.options(name=name, namespace=ACTOR_NAMESPACE, num_cpus=spec.cpus_per_shard,
                         num_gpus=spec.gpus_per_shard, max_restarts=spec.retries,
                         max_task_retries=spec.retries).remote() for name in names]
-
-
-def shard_actor_count(spec: Executor) -> int:
-    """How many shard workers a run starts: the shards that fit the cluster at once, at most ``workers``
-    (an actor the cluster cannot place would hold its shards for ever)."""
-    ray = ray_init(spec)
-    key, per = ("GPU", spec.gpus_per_shard) if spec.gpus_per_shard else ("CPU", spec.cpus_per_shard)
-    return max(1, min(spec.workers or shard_slots(spec), int(ray.cluster_resources().get(key, 0) // per)))
 
 
 def submitit_parameters(spec: Executor, n: int, name: str = "nrc-shard") -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from nrc.executors import (Executor, as_completed, one_line, ray_init, require_engine, shard_slots,
-                           shard_actor_count, start_shard_actors, submitit_folder, submitit_parameters)
+                           start_shard_actors, submitit_folder, submitit_parameters)
 
 __all__ = ["NotebookPool", "SHARD_TASKS_ENV"]
 
@@ -67,9 +67,12 @@ class NotebookPool:
             self.started_cluster = not self.engine.is_initialized() and not spec.address
             ray_init(spec)
             self.width = spec.workers or shard_slots(spec)
+            # one shard worker per slot, but no more than the cluster can place (shard_slots without
+            # workers): an actor it cannot place would hold its shards for ever
+            count = min(self.width, shard_slots(spec.replace(workers=None)))
             run = uuid.uuid4().hex[:8]
             self.actor_names = [] if os.environ.get(SHARD_TASKS_ENV) == "1" else \
-                [f"nrc-shards-{run}-{i}" for i in range(shard_actor_count(spec))]
+                [f"nrc-shards-{run}-{i}" for i in range(count)]
             self.actors = []  # started with the first notebook (results), ended with the last
 
     def kernel_executor(self) -> str:

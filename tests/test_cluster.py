@@ -308,18 +308,19 @@ def test_a_runs_shard_workers_serve_every_sweep_and_a_killed_one_restarts_and_re
     names = [f"test-shards-{os.getpid()}-{i}" for i in range(2)]
     spec = Executor(kind="ray", workers=2, retries=1)
     actors = start_shard_actors(spec, names)
+    through = spec.replace(actors=tuple(names))  # what a kernel of the run gets
     try:
         pids = []
         for run in ("a", "b"):
             store = nrc.ResultStore(tmp_path / run)
-            _same(store.train(arch, data, members, config, executor=spec.replace(actors=tuple(names)),
+            _same(store.train(arch, data, members, config, executor=through,
                               progress=False), ref, bitwise=True)
             entries = [torch.load(p, weights_only=False) for p in (tmp_path / run / "members").glob("*.pt")]
             assert len(entries) == 6 and {e["meta"]["where"]["executor"] for e in entries} == {"ray"}
             pids.append({e["meta"]["where"]["pid"] for e in entries})
         assert len(pids[0]) == 2 and pids[1] == pids[0]  # the same two processes served both sweeps
         sweep = nrc.ResultStore(tmp_path / "killed").train(arch, data, members, config, progress=False,
-                                                           executor=spec.replace(actors=tuple(names)),
+                                                           executor=through,
                                                            callback=KillOnce(tmp_path / "marker"))
         assert (tmp_path / "marker").exists()  # a shard worker really died mid-shard
         _same(sweep, ref)
@@ -328,8 +329,7 @@ def test_a_runs_shard_workers_serve_every_sweep_and_a_killed_one_restarts_and_re
             ray.kill(actor)
     assert _cpus_free(2)
     with pytest.raises(ExecutorError, match=r"^executor option 'actors': .*nrc reproduce run that started them"):
-        nrc.ResultStore(tmp_path / "gone").train(arch, data, members, config, progress=False,
-                                                 executor=spec.replace(actors=tuple(names)))
+        nrc.ResultStore(tmp_path / "gone").train(arch, data, members, config, progress=False, executor=through)
 
 
 # ----------------------------------------------------------------------------------------------
