@@ -74,12 +74,12 @@ def step_parts(M, widths, batch):
     T = importlib.import_module("nrc.train")
     arch = nrc.Architecture(tuple(widths))
     init = nrc.init_params(arch, range(M))
-    # the trainer's layout: weights column-major per member, as bmm's backward returns their gradients
-    params = [v.transpose(1, 2).contiguous().transpose(1, 2) if v.ndim == 3 else v.contiguous() for v in init.values()]
-    grads = [torch.randn_like(v).transpose(1, 2).contiguous().transpose(1, 2) for v in params]
+    # the trainer's layout: weights and their gradients row-major per member (see nrc.models._linear)
+    params = [v.contiguous() for v in init.values()]
+    grads = [torch.randn_like(v) for v in params]
     bufs = [torch.zeros_like(v) for v in params]
     wds, lrs, cache = [1e-4 * (1 + i) for i in range(M)], [0.05] * M, {}
-    hidden = [torch.randn(M, batch, w) for w in widths[1:-1]]
+    hidden = [torch.randn(M, w, batch) for w in widths[1:-1]]  # feature-major, as the trainer's
 
     def sgd():
         T._sgd_update(params, grads, bufs, [True] * len(params), wds, lrs, 0.9, first=False, cache=cache)

@@ -1,15 +1,16 @@
-"""Each matrix product of one SGD step at E1's shapes, in the trainer's layout and in the ceiling's.
+"""Each matrix product of one SGD step at E1's shapes, in the trainer's layout, its former one and the ceiling's.
 
-``nrc.train`` stores each member's weights column-major (the layout of the gradient that autograd's
-``bmm`` backward returns, so parameters, gradients and momentum buffers update in one fused pass),
-and autograd forms the weight gradient as ``u^T g`` (in x out). ``bench_matmul_ceiling.py`` times
-the products with row-major weights and the weight gradient as ``g^T u`` (out x in). This script
-times every product of a step both ways, per layer, so that the layout's share of the gap between
-the trainer and the ceiling can be read off (issue 20):
+``nrc.models.forward`` computes each layer as ``(W u^T)^T`` with row-major weights: activations
+flow feature-major (members x features x batch) and autograd forms the weight gradient as
+``g^T u``, row-major like the weights. Until issue 20 it computed ``u W^T`` with the weights stored
+column-major (the layout of the gradient ``u^T g`` that autograd then returned).
+``bench_matmul_ceiling.py`` times the products with row-major weights as ``u W^T`` and
+``g^T u``. This script times every product of a step all three ways, per layer:
 
-* forward ``u W^T`` with W row-major or column-major;
-* weight gradient as ``u^T g`` (the trainer's) or ``g^T u`` (the ceiling's);
-* input gradient ``g W`` with W row-major or column-major.
+* forward: ``W z^T`` (trainer), ``u W^T`` with W column-major (before), ``u W^T`` row-major (ceiling);
+* weight gradient: ``g^T u`` from feature-major operands (trainer), ``u^T g`` (before),
+  ``g^T u`` from batch-major operands (ceiling);
+* input gradient: ``W^T g^T`` (trainer), ``g W`` with W column-major (before) or row-major (ceiling).
 
 Each timing is the best of 3 repeats of 20 calls with preallocated outputs.
 
@@ -26,6 +27,9 @@ import time
 import torch
 
 
+FORMS = ("trainer", "before", "ceiling")
+
+
 def best_ms(f, n: int = 20, repeats: int = 3) -> float:
     f()
     best = float("inf")
@@ -37,22 +41,34 @@ def best_ms(f, n: int = 20, repeats: int = 3) -> float:
     return best * 1e3
 
 
-def layer_products(M: int, batch: int, d_in: int, d_out: int) -> dict[str, float]:
-    """Milliseconds of each form of the layer's three products."""
+def layer_products(M: int, batch: int, d_in: int, d_out: int, first: bool) -> dict[str, float]:
+    """Milliseconds of each form of the layer's products (no input gradient for the first layer)."""
     g = torch.Generator().manual_seed(0)
     u, grad = torch.randn(M, batch, d_in, generator=g), torch.randn(M, batch, d_out, generator=g)
+    # the trainer's operands: the first layer reads the gathered minibatch transposed, later layers
+    # the previous layer's feature-major output; output gradients arrive feature-major
+    u_fm = u.transpose(1, 2) if first else u.transpose(1, 2).contiguous()
+    grad_fm = grad.transpose(1, 2).contiguous()
     w_row = torch.randn(M, d_out, d_in, generator=g)
-    w_col = w_row.transpose(1, 2).contiguous().transpose(1, 2)  # the trainer's layout
-    fwd, gin = torch.empty(M, batch, d_out), torch.empty(M, batch, d_in)
+    w_col = w_row.transpose(1, 2).contiguous().transpose(1, 2)
+    fwd, fwd_fm = torch.empty(M, batch, d_out), torch.empty(M, d_out, batch)
+    gin, gin_fm = torch.empty(M, batch, d_in), torch.empty(M, d_in, batch)
     wg_in_out, wg_out_in = torch.empty(M, d_in, d_out), torch.empty(M, d_out, d_in)
-    return {
-        "forward, W column-major (trainer)": best_ms(lambda: torch.bmm(u, w_col.transpose(1, 2), out=fwd)),
-        "forward, W row-major (ceiling)": best_ms(lambda: torch.bmm(u, w_row.transpose(1, 2), out=fwd)),
-        "weight grad u^T g (trainer)": best_ms(lambda: torch.bmm(u.transpose(1, 2), grad, out=wg_in_out)),
+    ms = {
+        "forward W z^T (trainer)": best_ms(lambda: torch.bmm(w_row, u_fm, out=fwd_fm)),
+        "forward u W^T, W column-major (before)": best_ms(lambda: torch.bmm(u, w_col.transpose(1, 2), out=fwd)),
+        "forward u W^T, W row-major (ceiling)": best_ms(lambda: torch.bmm(u, w_row.transpose(1, 2), out=fwd)),
+        "weight grad g^T u, feature-major (trainer)": best_ms(lambda: torch.bmm(grad_fm, u_fm.transpose(1, 2), out=wg_out_in)),
+        "weight grad u^T g (before)": best_ms(lambda: torch.bmm(u.transpose(1, 2), grad, out=wg_in_out)),
         "weight grad g^T u (ceiling)": best_ms(lambda: torch.bmm(grad.transpose(1, 2), u, out=wg_out_in)),
-        "input grad g W, W column-major (trainer)": best_ms(lambda: torch.bmm(grad, w_col, out=gin)),
-        "input grad g W, W row-major (ceiling)": best_ms(lambda: torch.bmm(grad, w_row, out=gin)),
     }
+    if not first:
+        ms.update({
+            "input grad W^T g^T (trainer)": best_ms(lambda: torch.bmm(w_row.transpose(1, 2), grad_fm, out=gin_fm)),
+            "input grad g W, W column-major (before)": best_ms(lambda: torch.bmm(grad, w_col, out=gin)),
+            "input grad g W, W row-major (ceiling)": best_ms(lambda: torch.bmm(grad, w_row, out=gin)),
+        })
+    return ms
 
 
 def main(argv=None) -> int:
@@ -73,17 +89,14 @@ def main(argv=None) -> int:
         return 2
     for t in threads:
         torch.set_num_threads(t)
-        totals = {"trainer": 0.0, "ceiling": 0.0}
+        totals = dict.fromkeys(FORMS, 0.0)
         for layer, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
-            ms = layer_products(a.members, a.batch, d_in, d_out)
-            if layer == 1:  # the first layer's input needs no gradient
-                ms = {k: v for k, v in ms.items() if not k.startswith("input grad")}
+            ms = layer_products(a.members, a.batch, d_in, d_out, first=layer == 1)
             print(f"threads={t} layer {layer} ({d_in} -> {d_out}): "
                   + "; ".join(f"{k} {v:.2f} ms" for k, v in ms.items()))
             for k, v in ms.items():
-                totals["trainer" if "(trainer)" in k else "ceiling"] += v
-        print(f"threads={t} one step's products: trainer's layout {totals['trainer']:.1f} ms, "
-              f"ceiling's {totals['ceiling']:.1f} ms")
+                totals[next(f for f in FORMS if f"({f})" in k)] += v
+        print(f"threads={t} one step's products: " + ", ".join(f"{f} {v:.1f} ms" for f, v in totals.items()))
     return 0
 
 

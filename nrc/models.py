@@ -177,11 +177,16 @@ def init_params(arch: Architecture, seeds, *, init_scale: float = 1.0, dtype=tor
 
 
 def _linear(params, name, u):
+    # Computed as (W u^T)^T: row-major W times the feature-major input, the output a transposed view
+    # that the next layer reads as its feature-major input. Autograd then returns the weight
+    # gradient g^T u row-major, W's own layout, so the optimiser updates parameter, gradient and
+    # momentum in one fused pass, and every product of a step runs in its fast orientation:
+    # benchmarks/bench_product_layouts.py times each product against u W^T with column-major W.
     W = params[name]
     b = params.get(_bias_name(name))
     if b is not None:
-        return torch.baddbmm(b.unsqueeze(1), u, W.transpose(1, 2))
-    return torch.bmm(u, W.transpose(1, 2))
+        return torch.baddbmm(b.unsqueeze(2), W, u.transpose(1, 2)).transpose(1, 2)
+    return torch.bmm(W, u.transpose(1, 2)).transpose(1, 2)
 
 
 def forward(arch: Architecture, params: dict[str, torch.Tensor], x: torch.Tensor, *,

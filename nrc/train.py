@@ -373,12 +373,10 @@ def train(arch: Architecture, data, members: list[dict], config: TrainConfig = T
             start_epoch, step = state["epoch"], state["step"]
             for g, s in zip(gens, state["gens"]):
                 g.set_state(s)
-    # weights stored column-major per member, the layout of the gradients bmm's backward produces,
-    # so parameter, gradient and momentum buffer can be updated in one fused pass (see _sgd_update)
-    params = {k: (p.transpose(1, 2).contiguous().transpose(1, 2) if p.ndim == 3 else p.contiguous())
-              for k, p in params.items()}
-    bufs = {k: b.transpose(1, 2).contiguous().transpose(1, 2) if b.ndim == 3 else b.contiguous()
-            for k, b in bufs.items()}
+    # weights row-major per member: the layout of the gradients that the forward's products give
+    # (see nrc.models._linear), so parameter, gradient and momentum are updated in one fused pass
+    params = {k: p.contiguous() for k, p in params.items()}
+    bufs = {k: b.contiguous() for k, b in bufs.items()}
     for p in params.values():
         p.requires_grad_(True)
     names, plist = list(params), list(params.values())

@@ -102,13 +102,14 @@ def test_committed_ray_smoke_run_is_complete_and_its_table_is_its_record():
     assert "```{include} ../benchmarks/ray_smoke.md" in (REPO / "book" / "cluster.md").read_text()
 
 
-def test_product_layouts_bench_times_every_product_of_a_step_both_ways(capsys):
-    """Each layer: forward and weight gradient both ways, and the input gradient except for the first
-    layer (its input needs none); a bad option is one line and exit code 2."""
+def test_product_layouts_bench_times_every_product_of_a_step_three_ways(capsys):
+    """Each layer: forward and weight gradient in the trainer's, the former and the ceiling's form, and
+    the input gradient except for the first layer (its input needs none); a bad option is one line
+    and exit code 2."""
     bench = _script("bench_product_layouts")
     assert bench.main(["--members", "2", "--widths", "6,5,3", "--batch", "4", "--threads", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [ln.count(" ms") for ln in out] == [4, 6, 2]  # layer 1, layer 2, the step's two totals
+    assert [ln.count(" ms") for ln in out] == [6, 9, 3]  # layer 1, layer 2, the step's three totals
     assert bench.main(["--threads", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--threads" in err[0]
