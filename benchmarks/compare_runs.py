@@ -1,23 +1,29 @@
 """Largest relative change of every recorded number between two runs of the notebooks.
 
     python benchmarks/compare_runs.py OLD_RUN NEW_RUN [--out FILE.md]
+    python benchmarks/compare_runs.py git:93d851b book/published --out benchmarks/run_changes.md
 
-``OLD_RUN`` and ``NEW_RUN`` are run folders of ``nrc reproduce`` (``book/published``, or a git
-tree extracted with ``git archive``). For every notebook, every result table
+``OLD_RUN`` and ``NEW_RUN`` are run folders of ``nrc reproduce`` (``book/published``), or
+``git:COMMIT`` for the run committed in ``book/published`` at that commit. For every notebook, every result table
 (``results/<notebook>/*.csv``) present in both runs is matched row by row on its identifier
 columns (strings, integers, and the weight decay / spread / budget grids) and every numeric
 column present in both is compared: the largest relative change ``|new - old| / |old|`` per
 notebook, and the column where it occurs. Recorded scalar values (``results/<notebook>.json``,
 ``values``) are compared the same way. Speed work must not move a verdict; this shows by how
 much it moved the numbers, to set beside the spread between kernel paths and seeds
-(``benchmarks/kernel_paths.py``).
+(``benchmarks/kernel_paths.py``). A second table lists every check of the registry whose verdict
+differs between the two runs, with what each run measured.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
+import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -98,18 +104,79 @@ def compare_runs(old_dir: Path, new_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _verdicts(run: Path) -> dict[str, dict]:
+    """Every check of every notebook of a run, by id."""
+    out = {}
+    for f in sorted((run / "results").glob("*.json")):
+        for c in json.loads(f.read_text()).get("checks", []):
+            out[c["id"]] = c
+    return out
+
+
+def moved_verdicts(old_dir: Path, new_dir: Path) -> pd.DataFrame:
+    """Checks present in both runs whose verdict differs, with what each run measured."""
+    old, new = _verdicts(old_dir), _verdicts(new_dir)
+    rows = [{"check": f"`{k}`", "old verdict": old[k]["verdict"], "old measured": old[k].get("measured", ""),
+             "new verdict": new[k]["verdict"], "new measured": new[k].get("measured", "")}
+            for k in sorted(set(old) & set(new)) if old[k]["verdict"] != new[k]["verdict"]]
+    return pd.DataFrame(rows, columns=["check", "old verdict", "old measured", "new verdict", "new measured"])
+
+
+def _commit(run: Path) -> str:
+    return str(json.loads((run / "status.json").read_text()).get("commit", "?"))[:10]
+
+
+def report(old_dir: Path, new_dir: Path, old_name: str, new_name: str) -> str:
+    """Both tables as Markdown, headed by what was compared."""
+    df = compare_runs(old_dir, new_dir)
+    moved = moved_verdicts(old_dir, new_dir)
+    n_checks = len(set(_verdicts(old_dir)) & set(_verdicts(new_dir)))
+    lines = [f"`{new_name}` (run at commit `{_commit(new_dir)}`) against `{old_name}` (run at commit "
+             f"`{_commit(old_dir)}`): per notebook, the largest relative change of a number in its result "
+             f"tables and of its recorded values, and where it occurs.", "",
+             df.to_markdown(index=False, floatfmt=".2g"), ""]
+    if moved.empty:
+        lines.append(f"All {n_checks} verdicts are the same in both runs.")
+    else:
+        lines += [f"{len(moved)} of the {n_checks} verdicts differ between the two runs:", "",
+                  moved.to_markdown(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _run_dir(spec: str, tmp: Path) -> Path:
+    """A run folder, or ``git:COMMIT``: ``book/published`` at that commit, extracted into ``tmp``."""
+    if not spec.startswith("git:"):
+        return Path(spec)
+    repo = Path(__file__).resolve().parent.parent
+    tar = subprocess.run(["git", "archive", spec[4:], "book/published/status.json", "book/published/results"],
+                         cwd=repo, capture_output=True, check=False)
+    if tar.returncode:
+        raise ValueError(f"{spec}: no such commit ({tar.stderr.decode().strip().splitlines()[-1]})")
+    tarfile.open(fileobj=io.BytesIO(tar.stdout)).extractall(tmp, filter="data")
+    return tmp / "book" / "published"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("old", type=Path)
-    ap.add_argument("new", type=Path)
-    ap.add_argument("--out", type=Path, help="write the table as Markdown here")
+    ap.add_argument("old", help="a run folder, or git:COMMIT for book/published at that commit")
+    ap.add_argument("new", help="a run folder, or git:COMMIT")
+    ap.add_argument("--out", type=Path, help="write the tables as Markdown here")
     a = ap.parse_args(argv)
-    df = compare_runs(a.old, a.new)
-    text = df.to_markdown(index=False, floatfmt=".2g") if hasattr(df, "to_markdown") else df.to_string(index=False)
-    print(text)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            old, new = _run_dir(a.old, Path(tmp) / "old"), _run_dir(a.new, Path(tmp) / "new")
+            for name, d in ((a.old, old), (a.new, new)):
+                if not (d / "status.json").exists():
+                    raise ValueError(f"{name}: not a run folder (no status.json); give a folder of nrc reproduce "
+                                     "or git:COMMIT")
+        except ValueError as e:
+            print(f"compare_runs: {e}", file=sys.stderr)
+            return 2
+        text = report(old, new, a.old, a.new)
+    print(text, end="")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text + "\n")
+        a.out.write_text(text)
     return 0
 
 

@@ -20,6 +20,7 @@ Usage::
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -92,7 +93,9 @@ def table(res: dict, status: dict, bench: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.parse_args(argv)  # no options: --help, and one line with exit code 2 for anything else
     status = json.loads((REPO / "book" / "published" / "status.json").read_text())
     profile = yaml.safe_load((REPO / "profiles" / "full.yaml").read_text())
     bench = json.loads((HERE / "matmul_ceiling.json").read_text())

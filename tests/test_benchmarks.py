@@ -113,3 +113,58 @@ def test_product_layouts_bench_times_every_product_of_a_step_three_ways(capsys):
     assert bench.main(["--threads", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--threads" in err[0]
+
+
+def _fake_run(root: Path, commit: str, dK: list[float], verdict: str) -> Path:
+    (root / "results" / "nb").mkdir(parents=True)
+    (root / "status.json").write_text(json.dumps({"commit": commit}))
+    (root / "results" / "nb.json").write_text(json.dumps({
+        "values": {"slope": dK[0] * 2, "zero": 0.0},
+        "checks": [{"id": "nb.a", "verdict": verdict, "measured": f"slope {dK[0]}"},
+                   {"id": "nb.b", "verdict": "pass", "measured": "x"}]}))
+    rows = "member,weight_decay,dK\n" + "".join(f"{i},0.1,{v}\n" for i, v in enumerate(dK))
+    (root / "results" / "nb" / "sites.csv").write_text(rows)
+    return root
+
+
+def test_compare_runs_finds_the_largest_relative_change_and_every_moved_verdict(tmp_path, capsys):
+    """Rows matched on their identifiers; the largest |new - old| / |old| over the table (here the
+    second row's 0.5 -> 0.6, 0.2) and over the values (slope 2 -> 2.2, 0.1); the check whose verdict
+    moved, and only it, listed with both measurements. A folder that is no run is one line, exit 2."""
+    cmp = _script("compare_runs")
+    old = _fake_run(tmp_path / "old", "a" * 40, [1.0, 0.5], "inconclusive")
+    new = _fake_run(tmp_path / "new", "b" * 40, [1.1, 0.6], "pass")
+    row = cmp.compare_runs(old, new).iloc[0]
+    assert row["rows_matched"] == 2 and row["where"] == "sites.dK"
+    assert row["max_rel_change_tables"] == pytest.approx(0.2) and row["value"] == "slope"
+    assert row["max_rel_change_values"] == pytest.approx(0.1)
+    moved = cmp.moved_verdicts(old, new)
+    assert moved[["check", "old verdict", "new verdict"]].values.tolist() == [["`nb.a`", "inconclusive", "pass"]]
+    assert "1 of the 2 verdicts differ" in cmp.report(old, new, "old", "new")
+    assert "All 2 verdicts are the same" in cmp.report(old, old, "old", "old")
+    assert cmp.main([str(tmp_path), str(new)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a run folder" in err[0]
+
+
+def test_committed_run_changes_compare_the_committed_run_with_the_one_before():
+    """``benchmarks/run_changes.md`` is what ``compare_runs`` gives for the committed run against the
+    run it names (extracted from git), and the performance page includes it. Every verdict that
+    moved was inconclusive in one of the two runs -- the page says so, and a verdict moving between
+    two clear outcomes would be a bug to explain."""
+    import re
+    import tempfile
+
+    cmp = _script("compare_runs")
+    text = (BENCH / "run_changes.md").read_text()
+    old_spec = re.search(r"against `(git:[0-9a-f]+)`", text).group(1)
+    import subprocess
+    if subprocess.run(["git", "cat-file", "-e", old_spec[4:]], cwd=REPO, capture_output=True).returncode:
+        pytest.skip(f"commit {old_spec[4:]} is not in this clone (shallow?): git fetch --unshallow")
+    with tempfile.TemporaryDirectory() as tmp:
+        old = cmp._run_dir(old_spec, Path(tmp))
+        published = REPO / "book" / "published"
+        assert text == cmp.report(old, published, old_spec, "book/published")
+        moved = cmp.moved_verdicts(old, published)
+    assert ((moved["old verdict"] == "inconclusive") | (moved["new verdict"] == "inconclusive")).all()
+    assert "```{include} ../benchmarks/run_changes.md" in (REPO / "book" / "performance.md").read_text()
