@@ -168,3 +168,28 @@ def test_committed_run_changes_compare_the_committed_run_with_the_one_before():
         moved = cmp.moved_verdicts(old, published)
     assert ((moved["old verdict"] == "inconclusive") | (moved["new verdict"] == "inconclusive")).all()
     assert "```{include} ../benchmarks/run_changes.md" in (REPO / "book" / "performance.md").read_text()
+
+
+def test_committed_compile_benchmark_is_complete_and_the_page_reads_it_right(capsys):
+    """``benchmarks/bench_compile.py``: every form timed once per repeat at one and two threads, at
+    a clean commit; the table is the record's; the sweep it projects onto is E1's (epochs x steps per
+    epoch, recomputed here); the page's conclusion ("does not pay") holds only while the compiled
+    step is the slower one. A bad option is one line and exit code 2."""
+    bench = _script("bench_compile")
+    rec = json.loads((BENCH / "compile.json").read_text())
+    assert [r["threads"] for r in rec["rows"]] == [1, 2]
+    for r in rec["rows"]:
+        assert all(len(r[f"{f}_ms"]) == rec["repeats"] and min(r[f"{f}_ms"]) > 0 for f in bench.FORMS)
+        assert r["first_compiled_call_s"] > 0
+    assert rec["environment"]["dirty"] is False
+    e1 = yaml.safe_load((REPO / "profiles" / "full.yaml").read_text())["notebooks"]["e1_rank_vs_weight_decay"]
+    assert rec["sweep_steps"] == e1["epochs"] * (e1["per_class"] * 10 // e1["batch_size"])
+    assert (BENCH / "compile.md").read_text() == bench.table(rec)
+    page = (REPO / "book" / "performance.md").read_text()
+    assert "```{include} ../benchmarks/compile.md" in page
+    import statistics
+    slower = all(statistics.median(r["compiled_ms"]) > statistics.median(r["eager_ms"]) for r in rec["rows"])
+    assert ("it does not pay" in page) == slower
+    assert bench.main(["--threads", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threads" in err[0]
