@@ -18,7 +18,7 @@ import torch
 from . import spectra
 from .data import Dataset
 from .models import Architecture, forward, is_decayed
-from .theorem import site_quantities
+from .theorem import is_partition_list, site_quantities
 from .timing import timed
 from .train import Sweep, member_losses
 
@@ -126,10 +126,12 @@ def analyze(sweep: Sweep, data, *, partition="labels", member_info: list[dict] |
     data : Dataset or list of Dataset
         The training data of the sweep (one per member if it was trained that way). The test
         split, if present, gives the test accuracy.
-    partition : {"labels", "kmeans", "random"}, callable or Tensor
+    partition : {"labels", "kmeans", "random"}, callable, Tensor, or a list of names
         Partition used for the within-class residuals ``R`` of Theorem A (any partition gives a
         bound): see :func:`nrc.site_quantities`. A tensor of group labels of shape (M, N) has one
-        row per member of the sweep (diverged members' rows are dropped with them).
+        row per member of the sweep (diverged members' rows are dropped with them). A list of
+        names (``["kmeans", "random"]``) gives a list of analyses, one per partition, each equal to
+        the analysis of that partition alone, at the cost of one forward and backward pass.
     member_info : list of dict, optional
         Extra per-member columns (e.g. the data spread of each member).
     device : optional
@@ -146,27 +148,36 @@ def analyze(sweep: Sweep, data, *, partition="labels", member_info: list[dict] |
 
     Returns
     -------
-    Analysis
+    Analysis, or a list of them for a list of partitions
         Diverged members are listed in ``members`` (``diverged=True``) and left out of
         ``sites`` and ``spectra``.
     """
     device = torch.device(device or "cpu")
     per_member = not isinstance(data, Dataset)
     datasets = list(data) if per_member else [data]
-    path = None
-    if store is not None and isinstance(partition, str):
-        key = _analysis_key(sweep, datasets, partition, member_info, device, member_chunk, seed)
-        path = Path(store.root) / "analyses" / f"{key}.pt"
-        cached = _load_analysis(path) if path.exists() else None
-        if cached is not None:
-            return cached
-    an = _analyze(sweep, data, datasets, per_member, partition, member_info, device, member_chunk, seed)
-    if path is not None:
-        _save_analysis(path, an)
-    return an
+    several = is_partition_list(partition)
+    partitions = list(partition) if several else [partition]
+    paths, found = [None] * len(partitions), [None] * len(partitions)
+    for k, part in enumerate(partitions):
+        if store is not None and isinstance(part, str):
+            key = _analysis_key(sweep, datasets, part, member_info, device, member_chunk, seed)
+            paths[k] = Path(store.root) / "analyses" / f"{key}.pt"
+            found[k] = _load_analysis(paths[k]) if paths[k].exists() else None
+    missing = [k for k, an in enumerate(found) if an is None]
+    if missing:
+        fresh = _analyze(sweep, data, datasets, per_member, [partitions[k] for k in missing], member_info, device,
+                         member_chunk, seed)
+        for k, an in zip(missing, fresh):
+            found[k] = an
+            if paths[k] is not None:
+                _save_analysis(paths[k], an)
+    return found if several else found[0]
 
 
-def _analyze(sweep, data, datasets, per_member, partition, member_info, device, member_chunk, seed) -> Analysis:
+def _analyze(sweep, data, datasets, per_member, partitions, member_info, device, member_chunk,
+             seed) -> list[Analysis]:
+    """One analysis per partition of ``partitions``; what does not depend on the partition (the
+    members' losses and accuracies, the forward and backward pass, the spectra) is computed once."""
     x = torch.stack([d.x_train for d in datasets]) if per_member else data.x_train
     y = torch.stack([d.y_train for d in datasets]) if per_member else data.y_train
     keep = ~np.asarray(sweep.diverged, dtype=bool)
@@ -180,15 +191,19 @@ def _analyze(sweep, data, datasets, per_member, partition, member_info, device, 
     stats = _member_stats(sweep, params, xs, ys, wd, datasets, idx, per_member, device)
     members = members.merge(stats, on="member", how="left")
     if len(idx) == 0:
-        return Analysis(pd.DataFrame(), members, pd.DataFrame())
-    if isinstance(partition, torch.Tensor) and partition.ndim == 2:
-        partition = partition[idx]  # rows of the members kept
-    sites = site_quantities(sweep.arch, params, xs.to(device), ys.to(device), wd, loss=sweep.config.loss,
-                            regularize_bias=sweep.config.regularize_bias, partition=partition,
-                            member_chunk=member_chunk, seed=seed)
-    sites["member"] = idx.numpy()[sites["member"].to_numpy()]
+        return [Analysis(pd.DataFrame(), members.copy(), pd.DataFrame()) for _ in partitions]
+    # rows of the members kept, for a tensor of group labels per member
+    partitions = [p[idx] if isinstance(p, torch.Tensor) and p.ndim == 2 else p for p in partitions]
+    tables = site_quantities(sweep.arch, params, xs.to(device), ys.to(device), wd, loss=sweep.config.loss,
+                             regularize_bias=sweep.config.regularize_bias,
+                             partition=partitions if len(partitions) > 1 else partitions[0],
+                             member_chunk=member_chunk, seed=seed)
+    tables = tables if len(partitions) > 1 else [tables]
     ids = members.drop(columns=[c for c in stats.columns if c != "member"] + ["diverged"])
-    sites = ids.merge(sites, on="member")
+    site_frames = []
+    for sites in tables:
+        sites["member"] = idx.numpy()[sites["member"].to_numpy()]
+        site_frames.append(ids.merge(sites, on="member"))
     spec_rows = []
     for name, _, _ in sweep.arch.sites():
         s = spectra.svdvals(sweep.params[name][idx])
@@ -197,7 +212,7 @@ def _analyze(sweep, data, datasets, per_member, partition, member_info, device, 
                 spec_rows.append((m, name, j + 1, v, v / s[row][0] if s[row][0] > 0 else 0.0))
     spec = pd.DataFrame(spec_rows, columns=["member", "site", "j", "s", "s_rel"])
     spec = ids.merge(spec, on="member")
-    return Analysis(sites, members, spec)
+    return [Analysis(sites, members.copy(), spec.copy()) for sites in site_frames]
 
 
 def _member_stats(sweep, params, xs, ys, wd, datasets, idx, per_member, device):

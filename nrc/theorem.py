@@ -18,6 +18,8 @@ All quantities are computed in float64.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import torch
@@ -129,13 +131,16 @@ def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torc
     regularize_bias : bool
         Whether the biases were regularised (enters the gradient ``G`` of the biases only,
         which is not reported, so it only documents the setting).
-    partition : {"labels", "kmeans", "random"}, callable or Tensor
+    partition : {"labels", "kmeans", "random"}, callable, Tensor, or a list of names
         The K-partition of each site's input used for ``R`` (Theorem A holds for any):
         ``"labels"`` the classes; ``"kmeans"`` k-means clusters of the site's input
         (:func:`nrc.kmeans`, seeded by ``seed``); ``"random"`` the labels randomly permuted (groups
         of the class sizes, one draw per member and site from ``(seed, member, site)``); a callable
         ``f(U, labels, K) -> (N,) int tensor`` called with one member's site input ``U`` (N, d);
         or a tensor of group labels in ``0..K-1``, shape (N,) or (M, N), used at every site.
+        A list of names (e.g. ``["kmeans", "random"]``) measures each partition with one forward
+        and backward pass, the weights' spectra computed once: a list of tables comes back, each
+        identical to the table of a call with that partition alone.
     member_chunk : int
         Members processed at once (bounds memory: activations are float64).
     seed : int
@@ -143,7 +148,7 @@ def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torc
 
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame, or a list of them for a list of partitions
         One row per (member, site) with columns ``member``, ``site``, ``layer`` (1-based
         position in forward order) and the quantities of ``SITE_COLUMNS``; members are
         indexed 0..M-1 as in ``params``.
@@ -153,20 +158,36 @@ def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torc
     if lam_all.shape != (M,):
         raise ValueError(f"weight_decay must have one value per member ({M}), got shape {tuple(lam_all.shape)}")
     K = arch.num_classes
-    partition = _check_partition(partition, M, x.shape[-2], K)
+    several = is_partition_list(partition)
+    partitions = [_check_partition(p, M, x.shape[-2], K) for p in (partition if several else [partition])]
     collapse._finite(x, "x")  # checked once here, not per metric (a site's input is finite if x and W are)
-    rows, shared = [], {}
+    rows, shared = [[] for _ in partitions], {}
     for start in range(0, M, member_chunk):
         sl = slice(start, min(M, start + member_chunk))
-        part = partition[sl] if isinstance(partition, torch.Tensor) else partition
-        rows += _chunk(arch, {k: v[sl] for k, v in params.items()}, x[sl] if x.ndim == 3 else x,
-                       y[sl] if y.ndim == 2 else y, lam_all[sl], loss, part, K, seed, start, shared)
-    return pd.DataFrame(rows)
+        # a tensor partition goes whole: _partition indexes it by the member's index in the sweep
+        for acc, new in zip(rows, _chunk(arch, {k: v[sl] for k, v in params.items()}, x[sl] if x.ndim == 3 else x,
+                                         y[sl] if y.ndim == 2 else y, lam_all[sl], loss, partitions, K, seed, start,
+                                         shared)):
+            acc += new
+    tables = [pd.DataFrame(r) for r in rows]
+    return tables if several else tables[0]
 
 
-def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset, shared):
-    """The rows of members ``offset..offset+m-1``; ``shared`` caches the statistics of the first
-    site's input when every member sees the same inputs and the same partition."""
+def is_partition_list(partition) -> bool:
+    """Whether ``partition`` names several partitions (a non-empty list or tuple of names), as
+    opposed to one partition (a name, a callable, or group labels, which may be a list of ints)."""
+    if isinstance(partition, (list, tuple)) and partition and all(isinstance(p, str) for p in partition):
+        if len(set(partition)) != len(partition):
+            raise ValueError(f"partition: a list of partitions names each at most once, got {list(partition)}")
+        return True
+    return False
+
+
+def _chunk(arch, params, x, y, lam, loss, partitions, K, seed, offset, shared):
+    """The rows of members ``offset..offset+m-1``, one list per partition of ``partitions``: the
+    forward and backward pass and the spectra are computed once for all of them. ``shared`` caches
+    the statistics of the first site's input when every member sees the same inputs and the same
+    partition."""
     dev = next(iter(params.values())).device
     ps = {k: v.detach().to(dev, torch.float64).requires_grad_(True) for k, v in params.items()}
     x = x.to(dev, torch.float64)
@@ -189,10 +210,9 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset, shared):
     spec_norms = [torch.linalg.matrix_norm(w, ord=2) for w in weights]  # (m,) each
     L0 = L0.detach()
     lip = arch.lipschitz
-    rows = []
+    rows = [[] for _ in partitions]
     sigma = ACTIVATIONS[arch.activation][0]
     same_inputs = x.ndim == 2
-    member_free = isinstance(partition, str) and partition in ("labels", "kmeans") and y.ndim == 1
     for j, (site, delta, gL0, W) in enumerate(zip(sites, deltas, grads_L0, weights)):
         U = site.input.detach()
         if j > 0:
@@ -230,62 +250,76 @@ def _chunk(arch, params, x, y, lam, loss, partition, K, seed, offset, shared):
         spec_sq = [float(v) ** 2 for v in spec_norms[j]]
         L0_list = L0.tolist()
         zo_all = sigma(site.output.detach()) if hidden_out and not arch.residual else None
-        for i in range(m_count):
-            ui, di = U[i], delta[i]
-            li = float(lam[i])
-            key = ("site0",) if (j == 0 and same_inputs and member_free) else None
-            if key is not None and key in shared:
-                labels, stats = shared[key]
-            else:
-                labels = _partition(ui, yy[i], K, partition, seed, offset + i, j)
-                stats = collapse.class_stats(ui, labels, K)  # every statistic of this site reads these
-                if key is not None:
-                    shared[key] = (labels, stats)
-            R, total = stats.residuals, float(stats.total)
-            cross = float((di.T @ R).norm())
-            RR = (R * R).sum(1)
-            tcv1 = float(RR.sqrt().sum()) / N
-            tcv2 = float(RR.sum()) / N
-            inv = (1.0 / li) if li > 0 else float("inf")
-            g, fr = gn[i], frob[i]
-            dk_grad = float(dK_grad[i]) * inv if li > 0 else float("inf")
-            all_classes = bool((stats.counts > 0).all())
-            row = {
-                "member": offset + i,
-                "site": site.name,
-                "layer": j + 1,
-                "frob": fr,
-                "spec": float(s[i][0]),
-                "rank_1e-2": int(rank2[i]),
-                "rank_1e-3": int(rank3[i]),
-                "energy_rank": int(erank[i]),
-                "dK": float(dK[i]),
-                "dK_rel": float(dK_rel[i]),
-                "dKm1": float(dKm1[i]),
-                "sK1_ratio": float(s[i][K] / s[i][0]) if s.shape[1] > K and s[i][0] > 0 else 0.0,
-                "grad_norm": g,
-                "stationarity": g * inv / fr if fr > 0 else float("nan"),
-                "delta_norm": dnorm_all[i],
-                "delta_max": dmax_all[i],
-                "cross_norm": cross,
-                "bound": (g + cross / N) * inv,
-                "bound_cs": (g + dnorm_all[i] * np.sqrt(tcv2 * N) / N) * inv,
-                "bound_tcv1": (g + dmax_all[i] * tcv1) * inv,
-                "bound_a2": (g + rho[i] * np.sqrt(2 * L0_list[i]) * np.sqrt(tcv2)) * inv,
-                "bound_km1": (g + cross / N + bias_all[i] / N) * inv,
-                "rho": rho[i],
-                "identity_gap": abs(float(dK_shift[i]) - dk_grad) / max(float(dK[i]), 1e-300) if li > 0 else float("nan"),
-                "dK_grad_form": dk_grad,
-                "tcv1": tcv1,
-                "tcv2": tcv2,
-                # tr Sigma_W / tr Sigma_T (nan for constant features), as collapse.within_total_ratio
-                "tcv_ratio": float(RR.sum()) / max(total, torch.finfo(torch.float64).tiny) if total > 0 else float("nan"),
-                "nc1": float(collapse.nc1_from_stats(stats)) if all_classes else float("nan"),
-                "tcv2_out": float("nan"),
-                "a3_bound": lip**2 * spec_sq[i] * tcv2,
-            }
-            if zo_all is not None:
-                Ro = collapse.class_stats(zo_all[i], labels, K).residuals
-                row["tcv2_out"] = float((Ro * Ro).sum()) / N
-            rows.append(row)
+        free = SimpleNamespace(s=s, rank2=rank2, rank3=rank3, erank=erank, dK=dK, dK_rel=dK_rel, dKm1=dKm1, gn=gn,
+                               frob=frob, rho=rho, dnorm_all=dnorm_all, dmax_all=dmax_all, bias_all=bias_all,
+                               L0_list=L0_list, dK_shift=dK_shift, dK_grad=dK_grad, spec_sq=spec_sq, zo_all=zo_all)
+        for partition, part_rows in zip(partitions, rows):
+            member_free = isinstance(partition, str) and partition in ("labels", "kmeans") and y.ndim == 1
+            _member_rows(part_rows, partition, member_free and j == 0 and same_inputs, shared, offset, j, site, U,
+                         delta, lam, yy, K, seed, lip, free)
     return rows
+
+
+def _member_rows(rows, partition, share_site0, shared, offset, j, site, U, delta, lam, yy, K, seed, lip, free):
+    """Append to ``rows`` the row of every member of the chunk at site ``j`` for one partition (the
+    partition-free quantities come computed in ``free``; the partition gives ``R`` and the statistics)."""
+    N = U.shape[1]
+    for i in range(lam.shape[0]):
+        ui, di = U[i], delta[i]
+        li = float(lam[i])
+        key = ("site0", partition) if share_site0 else None
+        if key is not None and key in shared:
+            labels, stats = shared[key]
+        else:
+            labels = _partition(ui, yy[i], K, partition, seed, offset + i, j)
+            stats = collapse.class_stats(ui, labels, K)  # every statistic of this site reads these
+            if key is not None:
+                shared[key] = (labels, stats)
+        R, total = stats.residuals, float(stats.total)
+        cross = float((di.T @ R).norm())
+        RR = (R * R).sum(1)
+        tcv1 = float(RR.sqrt().sum()) / N
+        tcv2 = float(RR.sum()) / N
+        inv = (1.0 / li) if li > 0 else float("inf")
+        g, fr = free.gn[i], free.frob[i]
+        dk_grad = float(free.dK_grad[i]) * inv if li > 0 else float("inf")
+        all_classes = bool((stats.counts > 0).all())
+        row = {
+            "member": offset + i,
+            "site": site.name,
+            "layer": j + 1,
+            "frob": fr,
+            "spec": float(free.s[i][0]),
+            "rank_1e-2": int(free.rank2[i]),
+            "rank_1e-3": int(free.rank3[i]),
+            "energy_rank": int(free.erank[i]),
+            "dK": float(free.dK[i]),
+            "dK_rel": float(free.dK_rel[i]),
+            "dKm1": float(free.dKm1[i]),
+            "sK1_ratio": float(free.s[i][K] / free.s[i][0]) if free.s.shape[1] > K and free.s[i][0] > 0 else 0.0,
+            "grad_norm": g,
+            "stationarity": g * inv / fr if fr > 0 else float("nan"),
+            "delta_norm": free.dnorm_all[i],
+            "delta_max": free.dmax_all[i],
+            "cross_norm": cross,
+            "bound": (g + cross / N) * inv,
+            "bound_cs": (g + free.dnorm_all[i] * np.sqrt(tcv2 * N) / N) * inv,
+            "bound_tcv1": (g + free.dmax_all[i] * tcv1) * inv,
+            "bound_a2": (g + free.rho[i] * np.sqrt(2 * free.L0_list[i]) * np.sqrt(tcv2)) * inv,
+            "bound_km1": (g + cross / N + free.bias_all[i] / N) * inv,
+            "rho": free.rho[i],
+            "identity_gap": (abs(float(free.dK_shift[i]) - dk_grad) / max(float(free.dK[i]), 1e-300)
+                             if li > 0 else float("nan")),
+            "dK_grad_form": dk_grad,
+            "tcv1": tcv1,
+            "tcv2": tcv2,
+            # tr Sigma_W / tr Sigma_T (nan for constant features), as collapse.within_total_ratio
+            "tcv_ratio": float(RR.sum()) / max(total, torch.finfo(torch.float64).tiny) if total > 0 else float("nan"),
+            "nc1": float(collapse.nc1_from_stats(stats)) if all_classes else float("nan"),
+            "tcv2_out": float("nan"),
+            "a3_bound": lip**2 * free.spec_sq[i] * tcv2,
+        }
+        if free.zo_all is not None:
+            Ro = collapse.class_stats(free.zo_all[i], labels, K).residuals
+            row["tcv2_out"] = float((Ro * Ro).sum()) / N
+        rows.append(row)

@@ -405,7 +405,8 @@ T3LemmaA2Constant = create_model("T3LemmaA2Constant", __base__=NotebookParameter
 T4AnyPartition = create_model("T4AnyPartition", __base__=NotebookParameters,
                               __doc__="``t4_any_partition``: the bound for any partition of the samples.",
                               **_theorem_fields(1.5),
-                              partition_seed=(Count, Field(0, description="seed of the random balanced partition")),
+                              partition_seed=(Count, Field(0, description="seed of the k-means and the random "
+                                                                          "partitions")),
                               device=_DEVICE_FIELD)
 
 

@@ -126,7 +126,8 @@ def test_any_partition_as_name_tensor_or_callable(trained):
                      lambda m, j, U: (U[:, 0] > U[:, 0].median()).long()),
     }
     for name, (partition, groups_of) in cases.items():
-        got = nrc.site_quantities(*args, loss="ce", partition=partition).set_index(["member", "site"])
+        # member_chunk=4 < M = 6: a per-member tensor is indexed by the member, not its place in a chunk
+        got = nrc.site_quantities(*args, loss="ce", partition=partition, member_chunk=4).set_index(["member", "site"])
         ref = _cross_reference(sweep, data, groups_of)
         for key, (cross, tcv2) in ref.items():
             assert got.loc[key, "cross_norm"] == pytest.approx(cross, rel=1e-10), name
@@ -165,6 +166,34 @@ def test_partition_validation(trained):
         nrc.site_quantities(*args, loss="ce", partition=data.y_train + 1)
     with pytest.raises(ValueError, match="callable"):
         nrc.site_quantities(*args, loss="ce", partition=lambda U, lab, k: lab[:3])
+
+
+def test_several_partitions_in_one_pass_are_each_partition_alone(trained, tmp_path):
+    """A list of names shares the forward and backward pass and the spectra: every table equals the
+    one-partition call's, bit for bit, in chunks too; with a store, a partition already cached is
+    loaded and only the others are computed, each stored under its own key."""
+    import pandas as pd
+
+    data, runs = trained
+    sweep, _ = runs["mse"]
+    args = (sweep.arch, sweep.params, data.x_train, data.y_train, sweep.weight_decays().numpy())
+    names = ["labels", "kmeans", "random"]
+    together = nrc.site_quantities(*args, loss="mse", partition=names, seed=3, member_chunk=4)
+    assert len(together) == 3
+    for name, got in zip(names, together):
+        pd.testing.assert_frame_equal(got, nrc.site_quantities(*args, loss="mse", partition=name, seed=3,
+                                                               member_chunk=4), check_exact=True)
+    with pytest.raises(ValueError, match="at most once"):
+        nrc.site_quantities(*args, loss="mse", partition=["random", "random"])
+    store = nrc.ResultStore(tmp_path)
+    nrc.analyze(sweep, data, partition="kmeans", seed=3, store=store)
+    assert len(list((tmp_path / "analyses").glob("*.pt"))) == 1
+    km, rnd = nrc.analyze(sweep, data, partition=["kmeans", "random"], seed=3, store=store)
+    assert len(list((tmp_path / "analyses").glob("*.pt"))) == 2
+    for an, name in ((km, "kmeans"), (rnd, "random")):
+        alone = nrc.analyze(sweep, data, partition=name, seed=3)
+        for table in ("sites", "members", "spectra"):
+            pd.testing.assert_frame_equal(getattr(an, table), getattr(alone, table), check_exact=True)
 
 
 @pytest.mark.parametrize("partition", ["labels", "random"])
