@@ -18,9 +18,11 @@ records' inputs with ``nrc_companion.verdicts``). A verdict that flips between k
 
     python benchmarks/kernel_paths.py --out runs/kernel_paths                  # avx2 and 1-thread, ~3 min each
     python benchmarks/kernel_paths.py --out runs/kernel_paths --paths again    # the bitwise check
+    python benchmarks/kernel_paths.py --notebook e2_proportional_to_tcv --out runs/kernel_paths_e2 --paths avx2,1-thread,again
 
 Writes ``<out>/<path>/`` (the rerun), ``<out>/kernel_paths.json`` and ``<out>/kernel_paths.md``;
-``--update-committed`` also copies those two files into ``benchmarks/`` (the book reads them).
+``--update-committed`` also copies those two files to ``benchmarks/kernel_paths/<notebook>.json``
+and ``.md`` (the book's *What a rerun reproduces* page includes each notebook's table).
 """
 from __future__ import annotations
 
@@ -42,7 +44,10 @@ PATHS = {"avx2": (AVX2, 2), "1-thread": ({}, 1), "again": ({}, 2)}
 #: Per-member numbers compared across paths: columns of sites.csv / members.csv when present.
 SITE_COLS = ["dK", "dK_rel", "frob", "rank_1e-2", "rank_1e-3", "bound", "nc1", "stationarity"]
 MEMBER_COLS = ["train_loss", "train_acc", "test_acc"]
-KEYS = ["weight_decay", "seed", "loss"]
+#: Columns that identify a member's row (those a table has): the member's index in its sweep, and
+#: what defines the member and the sweep (E2 trains one sweep per number of classes K, and one member
+#: per spread at each weight decay and seed).
+KEYS = ["member", "weight_decay", "seed", "loss", "K", "spread"]
 
 
 def _rel(new: np.ndarray, old: np.ndarray) -> np.ndarray:
@@ -58,11 +63,11 @@ def _table(run: Path, notebook: str, name: str) -> pd.DataFrame | None:
 
 
 def _seed_spread(df: pd.DataFrame, cols: list[str], by: list[str]) -> dict[str, float]:
-    """Median over (lambda, site) of (max - min) / |mean| over the seeds."""
+    """Median over (lambda, site, and K and spread where a table has them) of (max - min) / |mean| over the seeds."""
     out = {}
     for c in cols:
         if c in df:
-            g = df[df["weight_decay"] > 0].groupby(by)[c]
+            g = df[df["weight_decay"] > 0].groupby([k for k in by if k in df])[c]
             out[c] = float(((g.max() - g.min()) / g.mean().abs()).replace([np.inf], np.nan).median())
     return out
 
@@ -111,8 +116,8 @@ def compare(out: Path, reference: Path, notebook: str) -> dict:
     result = {"notebook": notebook, "reference": str(reference),
               "reference_status": {k: json.loads((reference / "status.json").read_text()).get(k)
                                    for k in ("device", "commit", "threads")},
-              "seed_spread_median": {**_seed_spread(ref_s, SITE_COLS, ["weight_decay", "site"]),
-                                     **_seed_spread(ref_m, MEMBER_COLS, ["weight_decay"])},
+              "seed_spread_median": {**_seed_spread(ref_s, SITE_COLS, ["weight_decay", "K", "spread", "site"]),
+                                     **_seed_spread(ref_m, MEMBER_COLS, ["weight_decay", "K", "spread"])},
               "paths": {}}
     ref_verdicts, ref_vals = _verdicts_and_values(reference, notebook)
     result["reference_verdicts"] = ref_verdicts
@@ -191,8 +196,10 @@ def main(argv=None) -> int:
     (out / "kernel_paths.md").write_text(table(result))
     print(table(result))
     if a.update_committed:
-        shutil.copy(out / "kernel_paths.json", REPO / "benchmarks" / "kernel_paths.json")
-        shutil.copy(out / "kernel_paths.md", REPO / "benchmarks" / "kernel_paths.md")
+        committed = REPO / "benchmarks" / "kernel_paths"
+        committed.mkdir(exist_ok=True)
+        for suffix in (".json", ".md"):
+            shutil.copy(out / f"kernel_paths{suffix}", committed / f"{a.notebook}{suffix}")
     return 0
 
 

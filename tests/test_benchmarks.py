@@ -193,3 +193,34 @@ def test_committed_compile_benchmark_is_complete_and_the_page_reads_it_right(cap
     assert bench.main(["--threads", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--threads" in err[0]
+
+
+def test_kernel_paths_match_members_by_their_sweep_and_the_committed_tables_are_their_records():
+    """``benchmarks/kernel_paths.py``: rows are matched on everything that identifies a member (E2
+    repeats member indices across its sweeps, one per K), so a run compared with itself changes by 0
+    and a changed number is found; each committed record's table is what the script prints for it,
+    its flips are the paths' verdicts against the reference, a rerun on the reference's own path
+    ("again") is bitwise equal, and the reproducibility page includes every table."""
+    import pandas as pd
+
+    kp = _script("kernel_paths")
+    ref = pd.DataFrame({"member": [0, 1, 0, 1], "K": [3, 3, 5, 5], "weight_decay": 0.1, "seed": [0, 1, 0, 1],
+                        "site": "W1", "dK": [1.0, 2.0, 3.0, 4.0]})
+    worst, _, bitwise = kp._changes(ref.copy(), ref, ["dK"], kp.KEYS + ["site"])
+    assert worst == {"dK": 0.0} and bitwise
+    moved = ref.assign(dK=[1.0, 2.0, 3.0, 5.0])
+    worst, _, bitwise = kp._changes(moved, ref, ["dK"], kp.KEYS + ["site"])
+    assert worst["dK"] == pytest.approx(0.25) and not bitwise
+    page = (REPO / "book" / "reproducibility.md").read_text()
+    records = sorted((BENCH / "kernel_paths").glob("*.json"))
+    assert {p.stem for p in records} >= {"t2_rank_tcv_bound", "e2_proportional_to_tcv"}
+    for path in records:
+        rec = json.loads(path.read_text())
+        assert rec["notebook"] == path.stem
+        assert path.with_suffix(".md").read_text() == kp.table(rec)
+        flips = sorted(i for i, v in rec["reference_verdicts"].items()
+                       if any(p["verdicts"].get(i) != v for p in rec["paths"].values()))
+        assert rec["verdicts_that_flip"] == flips
+        if "again" in rec["paths"]:
+            assert rec["paths"]["again"]["bitwise_equal"], path.stem
+        assert f"```{{include}} /benchmarks/kernel_paths/{path.stem}.md" in page
