@@ -2,6 +2,7 @@
 
 Each case of issue 9 is asserted on its exit code, its one-line message and on what is left behind.
 """
+import functools
 import json
 import os
 import signal
@@ -456,8 +457,17 @@ def test_help_and_version_load_no_heavy_library_and_return_at_once(argv):
     assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
     bare = _best_of([sys.executable, "-c", "pass"])
     nrc_time = _best_of([sys.executable, "-m", "nrc_companion.cli", *argv])
-    # measured here: 0.12 s against 0.10 s for `python -c pass`; importing torch alone is ~20x that
-    assert nrc_time < max(3 * bare, 0.5), f"nrc {' '.join(argv)}: {nrc_time:.2f} s, python -c pass: {bare:.2f} s"
+    # measured here: 0.12 s against 0.10 s for `python -c pass`; importing torch alone is ~20x that.
+    # The bound scales with the machine's load, which slows all three alike (a fixed 0.5 s failed
+    # under load, at 0.54 s): a fraction of what importing torch takes at the same moment.
+    heavy = _torch_import_seconds()
+    assert nrc_time < max(3 * bare, 0.25 * heavy), \
+        f"nrc {' '.join(argv)}: {nrc_time:.2f} s, python -c pass: {bare:.2f} s, import torch: {heavy:.2f} s"
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_import_seconds() -> float:
+    return _best_of([sys.executable, "-c", "import torch"], n=2)
 
 
 def test_sweep_ends_with_its_tables_and_the_next_command_and_a_rerun_says_cached(tmp_path, capsys):
