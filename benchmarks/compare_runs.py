@@ -115,7 +115,10 @@ def _verdicts(run: Path) -> dict[str, dict]:
 
 def moved_verdicts(old_dir: Path, new_dir: Path) -> pd.DataFrame:
     """Checks present in both runs whose verdict differs, with what each run measured."""
-    old, new = _verdicts(old_dir), _verdicts(new_dir)
+    return _moved(_verdicts(old_dir), _verdicts(new_dir))
+
+
+def _moved(old: dict[str, dict], new: dict[str, dict]) -> pd.DataFrame:
     rows = [{"check": f"`{k}`", "old verdict": old[k]["verdict"], "old measured": old[k].get("measured", ""),
              "new verdict": new[k]["verdict"], "new measured": new[k].get("measured", "")}
             for k in sorted(set(old) & set(new)) if old[k]["verdict"] != new[k]["verdict"]]
@@ -129,8 +132,8 @@ def _commit(run: Path) -> str:
 def report(old_dir: Path, new_dir: Path, old_name: str, new_name: str) -> str:
     """Both tables as Markdown, headed by what was compared."""
     df = compare_runs(old_dir, new_dir)
-    moved = moved_verdicts(old_dir, new_dir)
-    n_checks = len(set(_verdicts(old_dir)) & set(_verdicts(new_dir)))
+    old_v, new_v = _verdicts(old_dir), _verdicts(new_dir)
+    moved, n_checks = _moved(old_v, new_v), len(set(old_v) & set(new_v))
     lines = [f"`{new_name}` (run at commit `{_commit(new_dir)}`) against `{old_name}` (run at commit "
              f"`{_commit(old_dir)}`): per notebook, the largest relative change of a number in its result "
              f"tables and of its recorded values, and where it occurs.", "",

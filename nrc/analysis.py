@@ -18,7 +18,7 @@ import torch
 from . import spectra
 from .data import Dataset
 from .models import Architecture, forward, is_decayed
-from .theorem import is_partition_list, site_quantities
+from .theorem import is_partition_list, site_tables
 from .timing import timed
 from .train import Sweep, member_losses
 
@@ -194,11 +194,8 @@ def _analyze(sweep, data, datasets, per_member, partitions, member_info, device,
         return [Analysis(pd.DataFrame(), members.copy(), pd.DataFrame()) for _ in partitions]
     # rows of the members kept, for a tensor of group labels per member
     partitions = [p[idx] if isinstance(p, torch.Tensor) and p.ndim == 2 else p for p in partitions]
-    tables = site_quantities(sweep.arch, params, xs.to(device), ys.to(device), wd, loss=sweep.config.loss,
-                             regularize_bias=sweep.config.regularize_bias,
-                             partition=partitions if len(partitions) > 1 else partitions[0],
-                             member_chunk=member_chunk, seed=seed)
-    tables = tables if len(partitions) > 1 else [tables]
+    tables = site_tables(sweep.arch, params, xs.to(device), ys.to(device), wd, loss=sweep.config.loss,
+                         partitions=partitions, member_chunk=member_chunk, seed=seed)
     ids = members.drop(columns=[c for c in stats.columns if c != "member"] + ["diverged"])
     site_frames = []
     for sites in tables:

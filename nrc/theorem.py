@@ -18,8 +18,6 @@ All quantities are computed in float64.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import torch
@@ -153,13 +151,23 @@ def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torc
         position in forward order) and the quantities of ``SITE_COLUMNS``; members are
         indexed 0..M-1 as in ``params``.
     """
+    several = is_partition_list(partition)
+    tables = site_tables(arch, params, x, y, weight_decay, loss=loss, partitions=partition if several else [partition],
+                         member_chunk=member_chunk, seed=seed)
+    return tables if several else tables[0]
+
+
+def site_tables(arch: Architecture, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                weight_decay, *, loss: str, partitions: list, member_chunk: int = 8,
+                seed: int = 0) -> list[pd.DataFrame]:
+    """:func:`site_quantities` for each partition of ``partitions`` (names, callables or tensors), as a
+    list of tables: the forward and backward pass and the spectra are computed once for all."""
     M = next(iter(params.values())).shape[0]
     lam_all = torch.as_tensor(np.asarray(weight_decay, dtype=np.float64))
     if lam_all.shape != (M,):
         raise ValueError(f"weight_decay must have one value per member ({M}), got shape {tuple(lam_all.shape)}")
     K = arch.num_classes
-    several = is_partition_list(partition)
-    partitions = [_check_partition(p, M, x.shape[-2], K) for p in (partition if several else [partition])]
+    partitions = [_check_partition(p, M, x.shape[-2], K) for p in partitions]
     collapse._finite(x, "x")  # checked once here, not per metric (a site's input is finite if x and W are)
     rows, shared = [[] for _ in partitions], {}
     for start in range(0, M, member_chunk):
@@ -169,8 +177,7 @@ def site_quantities(arch: Architecture, params: dict[str, torch.Tensor], x: torc
                                          y[sl] if y.ndim == 2 else y, lam_all[sl], loss, partitions, K, seed, start,
                                          shared)):
             acc += new
-    tables = [pd.DataFrame(r) for r in rows]
-    return tables if several else tables[0]
+    return [pd.DataFrame(r) for r in rows]
 
 
 def is_partition_list(partition) -> bool:
@@ -250,76 +257,69 @@ def _chunk(arch, params, x, y, lam, loss, partitions, K, seed, offset, shared):
         spec_sq = [float(v) ** 2 for v in spec_norms[j]]
         L0_list = L0.tolist()
         zo_all = sigma(site.output.detach()) if hidden_out and not arch.residual else None
-        free = SimpleNamespace(s=s, rank2=rank2, rank3=rank3, erank=erank, dK=dK, dK_rel=dK_rel, dKm1=dKm1, gn=gn,
-                               frob=frob, rho=rho, dnorm_all=dnorm_all, dmax_all=dmax_all, bias_all=bias_all,
-                               L0_list=L0_list, dK_shift=dK_shift, dK_grad=dK_grad, spec_sq=spec_sq, zo_all=zo_all)
         for partition, part_rows in zip(partitions, rows):
-            member_free = isinstance(partition, str) and partition in ("labels", "kmeans") and y.ndim == 1
-            _member_rows(part_rows, partition, member_free and j == 0 and same_inputs, shared, offset, j, site, U,
-                         delta, lam, yy, K, seed, lip, free)
+            # the first site's input and a member-free partition are the same for every member
+            share_site0 = (j == 0 and same_inputs and y.ndim == 1 and isinstance(partition, str)
+                           and partition in ("labels", "kmeans"))
+            for i in range(m_count):
+                ui, di = U[i], delta[i]
+                li = float(lam[i])
+                key = ("site0", partition) if share_site0 else None
+                if key is not None and key in shared:
+                    labels, stats = shared[key]
+                else:
+                    labels = _partition(ui, yy[i], K, partition, seed, offset + i, j)
+                    stats = collapse.class_stats(ui, labels, K)  # every statistic of this site reads these
+                    if key is not None:
+                        shared[key] = (labels, stats)
+                R, total = stats.residuals, float(stats.total)
+                cross = float((di.T @ R).norm())
+                RR = (R * R).sum(1)
+                tcv1 = float(RR.sqrt().sum()) / N
+                tcv2 = float(RR.sum()) / N
+                inv = (1.0 / li) if li > 0 else float("inf")
+                g, fr = gn[i], frob[i]
+                dk_grad = float(dK_grad[i]) * inv if li > 0 else float("inf")
+                all_classes = bool((stats.counts > 0).all())
+                row = {
+                    "member": offset + i,
+                    "site": site.name,
+                    "layer": j + 1,
+                    "frob": fr,
+                    "spec": float(s[i][0]),
+                    "rank_1e-2": int(rank2[i]),
+                    "rank_1e-3": int(rank3[i]),
+                    "energy_rank": int(erank[i]),
+                    "dK": float(dK[i]),
+                    "dK_rel": float(dK_rel[i]),
+                    "dKm1": float(dKm1[i]),
+                    "sK1_ratio": float(s[i][K] / s[i][0]) if s.shape[1] > K and s[i][0] > 0 else 0.0,
+                    "grad_norm": g,
+                    "stationarity": g * inv / fr if fr > 0 else float("nan"),
+                    "delta_norm": dnorm_all[i],
+                    "delta_max": dmax_all[i],
+                    "cross_norm": cross,
+                    "bound": (g + cross / N) * inv,
+                    "bound_cs": (g + dnorm_all[i] * np.sqrt(tcv2 * N) / N) * inv,
+                    "bound_tcv1": (g + dmax_all[i] * tcv1) * inv,
+                    "bound_a2": (g + rho[i] * np.sqrt(2 * L0_list[i]) * np.sqrt(tcv2)) * inv,
+                    "bound_km1": (g + cross / N + bias_all[i] / N) * inv,
+                    "rho": rho[i],
+                    "identity_gap": (abs(float(dK_shift[i]) - dk_grad) / max(float(dK[i]), 1e-300)
+                                     if li > 0 else float("nan")),
+                    "dK_grad_form": dk_grad,
+                    "tcv1": tcv1,
+                    "tcv2": tcv2,
+                    # tr Sigma_W / tr Sigma_T (nan for constant features), as collapse.within_total_ratio
+                    "tcv_ratio": (float(RR.sum()) / max(total, torch.finfo(torch.float64).tiny)
+                                  if total > 0 else float("nan")),
+                    "nc1": float(collapse.nc1_from_stats(stats)) if all_classes else float("nan"),
+                    "tcv2_out": float("nan"),
+                    "a3_bound": lip**2 * spec_sq[i] * tcv2,
+                }
+                if zo_all is not None:
+                    Ro = collapse.class_stats(zo_all[i], labels, K).residuals
+                    row["tcv2_out"] = float((Ro * Ro).sum()) / N
+                part_rows.append(row)
     return rows
 
-
-def _member_rows(rows, partition, share_site0, shared, offset, j, site, U, delta, lam, yy, K, seed, lip, free):
-    """Append to ``rows`` the row of every member of the chunk at site ``j`` for one partition (the
-    partition-free quantities come computed in ``free``; the partition gives ``R`` and the statistics)."""
-    N = U.shape[1]
-    for i in range(lam.shape[0]):
-        ui, di = U[i], delta[i]
-        li = float(lam[i])
-        key = ("site0", partition) if share_site0 else None
-        if key is not None and key in shared:
-            labels, stats = shared[key]
-        else:
-            labels = _partition(ui, yy[i], K, partition, seed, offset + i, j)
-            stats = collapse.class_stats(ui, labels, K)  # every statistic of this site reads these
-            if key is not None:
-                shared[key] = (labels, stats)
-        R, total = stats.residuals, float(stats.total)
-        cross = float((di.T @ R).norm())
-        RR = (R * R).sum(1)
-        tcv1 = float(RR.sqrt().sum()) / N
-        tcv2 = float(RR.sum()) / N
-        inv = (1.0 / li) if li > 0 else float("inf")
-        g, fr = free.gn[i], free.frob[i]
-        dk_grad = float(free.dK_grad[i]) * inv if li > 0 else float("inf")
-        all_classes = bool((stats.counts > 0).all())
-        row = {
-            "member": offset + i,
-            "site": site.name,
-            "layer": j + 1,
-            "frob": fr,
-            "spec": float(free.s[i][0]),
-            "rank_1e-2": int(free.rank2[i]),
-            "rank_1e-3": int(free.rank3[i]),
-            "energy_rank": int(free.erank[i]),
-            "dK": float(free.dK[i]),
-            "dK_rel": float(free.dK_rel[i]),
-            "dKm1": float(free.dKm1[i]),
-            "sK1_ratio": float(free.s[i][K] / free.s[i][0]) if free.s.shape[1] > K and free.s[i][0] > 0 else 0.0,
-            "grad_norm": g,
-            "stationarity": g * inv / fr if fr > 0 else float("nan"),
-            "delta_norm": free.dnorm_all[i],
-            "delta_max": free.dmax_all[i],
-            "cross_norm": cross,
-            "bound": (g + cross / N) * inv,
-            "bound_cs": (g + free.dnorm_all[i] * np.sqrt(tcv2 * N) / N) * inv,
-            "bound_tcv1": (g + free.dmax_all[i] * tcv1) * inv,
-            "bound_a2": (g + free.rho[i] * np.sqrt(2 * free.L0_list[i]) * np.sqrt(tcv2)) * inv,
-            "bound_km1": (g + cross / N + free.bias_all[i] / N) * inv,
-            "rho": free.rho[i],
-            "identity_gap": (abs(float(free.dK_shift[i]) - dk_grad) / max(float(free.dK[i]), 1e-300)
-                             if li > 0 else float("nan")),
-            "dK_grad_form": dk_grad,
-            "tcv1": tcv1,
-            "tcv2": tcv2,
-            # tr Sigma_W / tr Sigma_T (nan for constant features), as collapse.within_total_ratio
-            "tcv_ratio": float(RR.sum()) / max(total, torch.finfo(torch.float64).tiny) if total > 0 else float("nan"),
-            "nc1": float(collapse.nc1_from_stats(stats)) if all_classes else float("nan"),
-            "tcv2_out": float("nan"),
-            "a3_bound": lip**2 * free.spec_sq[i] * tcv2,
-        }
-        if free.zo_all is not None:
-            Ro = collapse.class_stats(free.zo_all[i], labels, K).residuals
-            row["tcv2_out"] = float((Ro * Ro).sum()) / N
-        rows.append(row)
