@@ -161,9 +161,23 @@ class ResultStore:
         version and the installed torch and numpy versions (a library upgrade can change the
         numbers, so it retrains instead of reusing old results).
         """
-        return fingerprint({"arch": arch.to_dict(), "config": config.to_dict(), "data": _data_fingerprint(data),
-                            "member": member, "trainer": TRAINER_VERSION,
-                            "torch": torch.__version__, "numpy": np.__version__})
+        return self.member_keys(arch, config, data, [member])[0]
+
+    def member_keys(self, arch: Architecture, config: TrainConfig, data, members: list[dict]) -> list[str]:
+        """:meth:`member_key` of each member, on ``data`` (one Dataset for all, or one per member).
+
+        Each distinct data set is hashed once (all its training bytes: 22 ms for 10 000 MNIST
+        images), not once per member."""
+        datasets = list(data) if not isinstance(data, Dataset) else [data] * len(members)
+        if len(datasets) != len(members):
+            raise ValueError(f"got {len(datasets)} data sets for {len(members)} members")
+        digests: dict[int, str] = {}
+        for d in datasets:
+            if id(d) not in digests:
+                digests[id(d)] = _data_fingerprint(d)
+        common = {"arch": arch.to_dict(), "config": config.to_dict(), "trainer": TRAINER_VERSION,
+                  "torch": torch.__version__, "numpy": np.__version__}
+        return [fingerprint({**common, "data": digests[id(d)], "member": m}) for d, m in zip(datasets, members)]
 
     @timed("training")  # nrc.timing: the notebook's "training" phase (cache loads included)
     def train(self, arch: Architecture, data, members: list[dict], config: TrainConfig = TrainConfig(), *,
@@ -194,9 +208,7 @@ class ResultStore:
         members = _validate_members(members, config)
         per_member = not isinstance(data, Dataset)
         datasets = list(data) if per_member else [data] * len(members)
-        if len(datasets) != len(members):
-            raise ValueError(f"got {len(datasets)} data sets for {len(members)} members")
-        keys = [self.member_key(arch, config, d, m) for d, m in zip(datasets, members)]
+        keys = self.member_keys(arch, config, datasets, members)
         loaded = {k: self._load(k) for k in dict.fromkeys(keys)}  # damaged entries: set aside, recomputed
         trained, seconds = 0, 0.0
         missing = [k for k, v in loaded.items() if v is None]
@@ -248,8 +260,7 @@ class ResultStore:
     def cached(self, arch, config, data, members) -> list[bool]:
         """Which members are already in the cache."""
         members = _validate_members(members, config)
-        datasets = list(data) if not isinstance(data, Dataset) else [data] * len(members)
-        return [self._path(self.member_key(arch, config, d, m)).exists() for d, m in zip(datasets, members)]
+        return [self._path(k).exists() for k in self.member_keys(arch, config, data, members)]
 
     def _load(self, key: str):
         """The cache entry ``key``, or None when absent or damaged (then warned about and set aside)."""

@@ -100,16 +100,19 @@ def _kernel_manager(log_path: Path):
     return RunnerKernelManager
 
 
-def _start_kernel(kernel: str, env: dict[str, str], cwd: Path, log_path: Path):
-    """Launch a notebook's kernel now, without waiting for it; return its started manager.
+def _start_kernel(kernel: str, env: dict[str, str], cwd: Path, log_path: Path, notebook: Path):
+    """Launch the kernel of ``notebook`` now, without waiting for it; return its started manager.
 
-    The kernel loads :data:`nrc_companion.kernel.PRELOADED` while the caller goes on (papermill
-    waits for it to answer when the notebook starts).
+    The kernel loads the libraries of :data:`nrc_companion.kernel.PRELOADED` that the notebook
+    imports (:func:`nrc_companion.kernel.preload_for`) while the caller goes on (papermill waits
+    for it to answer when the notebook starts).
     """
     from jupyter_core.utils import run_sync
 
+    from .kernel import PRELOAD_ENV, preload_for
+
     km = _kernel_manager(log_path)(kernel_name=kernel)
-    run_sync(km.start_kernel)(env=env, cwd=str(cwd))
+    run_sync(km.start_kernel)(env={**env, PRELOAD_ENV: ",".join(preload_for(notebook))}, cwd=str(cwd))
     return km
 
 
@@ -486,7 +489,7 @@ def run_notebook(src: str, dst: str, parameters: dict, *, kernel: str, cwd: str,
     start, error, details = time.perf_counter(), None, None
     try:
         with _environ(env):
-            km = _start_kernel(kernel, dict(os.environ), Path(cwd), Path(kernel_log))
+            km = _start_kernel(kernel, dict(os.environ), Path(cwd), Path(kernel_log), Path(src))
             execute(src, dst, parameters, km, cwd=cwd, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - reported in the notebook's status entry
         error, details = _error_text(e)
@@ -654,7 +657,8 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
         train_log = train_logs / f"{name}.jsonl"
         train_log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, TRAIN_LOG_ENV: str(train_log), TIMING_ENV: str(_timing_path(train_log))}
-        return _start_kernel(kernel, env, notebooks_dir, train_logs / f"{name}.kernel.log")
+        return _start_kernel(kernel, env, notebooks_dir, train_logs / f"{name}.kernel.log",
+                             notebooks_dir / f"{name}.ipynb")
 
     def run_here(name, params, digest, src, dst, train_log, kernels):
         start, error, details = time.perf_counter(), None, None

@@ -252,7 +252,7 @@ def _member_keys(name, v):
     configs = [setups.train_config(loss, epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
                                    refine_steps=v["refine_steps"], momentum=v.get("momentum", 0.9))
                for loss in losses]
-    return {nb.store.member_key(nb.arch, c, data, m) for c in configs for m in nb.members}
+    return {k for c in configs for k in nb.store.member_keys(nb.arch, c, data, nb.members)}
 
 
 def test_full_profile_notebooks_build_the_shared_sweep_through_setups():

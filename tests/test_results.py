@@ -92,6 +92,60 @@ def test_member_key_changes_with_library_versions(tmp_path, monkeypatch, module)
     assert store.member_key(arch, config, data, member) == key
 
 
+def test_member_keys_hash_each_data_set_once_and_match_member_key(tmp_path, monkeypatch):
+    """``member_keys`` gives every member the key that ``member_key`` gives it alone (the key of
+    a cache entry written before it existed: sha256 of the sorted JSON of arch, config, data hash,
+    member, trainer and library versions), and hashes each distinct data set once."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from nrc import cache
+
+    data, arch, config = _setup()
+    other = nrc.make_gaussian_mixture(num_classes=3, dim=6, per_class=16, spread=0.5, seed=1)
+    store = nrc.ResultStore(tmp_path)
+    members = [{"weight_decay": 1e-3 * (i + 1), "seed": i, "lr": config.lr} for i in range(4)]
+    # the bytes that sha256 is given: each data set's training tensors once, not once per member
+    hashed, sha256 = [], hashlib.sha256
+
+    class Counting:
+        def __init__(self, *a):
+            self.h = sha256(*a)
+
+        def update(self, b):
+            hashed.append(len(b))
+            self.h.update(b)
+
+        def hexdigest(self):
+            return self.h.hexdigest()
+
+    with monkeypatch.context() as m:
+        m.setattr(hashlib, "sha256", Counting)
+        keys = store.member_keys(arch, config, [data, other, data, other], members)
+    x_bytes = {data.x_train.numpy().nbytes, other.x_train.numpy().nbytes}
+    assert sum(1 for n in hashed if n in x_bytes) == 2
+    assert store.member_keys(arch, config, data, members[:2]) == [store.member_key(arch, config, data, m)
+                                                                   for m in members[:2]]
+    assert keys == [store.member_key(arch, config, d, m) for d, m in zip([data, other, data, other], members)]
+    assert len(set(keys)) == 4
+
+    def by_hand(d, m):
+        h = hashlib.sha256()
+        for t in (d.x_train, d.y_train):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.numpy().tobytes())
+        h.update(json.dumps({"name": d.name, "classes": d.num_classes}, sort_keys=True, separators=(",", ":")).encode())
+        obj = {"arch": arch.to_dict(), "config": config.to_dict(), "data": h.hexdigest()[:20], "member": m,
+               "trainer": cache.TRAINER_VERSION, "torch": torch.__version__, "numpy": np.__version__}
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()[:20]
+
+    assert keys[1] == by_hand(other, members[1])
+    with pytest.raises(ValueError, match="got 3 data sets for 4 members"):
+        store.member_keys(arch, config, [data] * 3, members)
+
+
 def test_train_takes_its_executor_from_the_environment(tmp_path, monkeypatch):
     """Notebooks reach the executor through $NRC_EXECUTOR (set by `nrc reproduce --executor`)."""
     from nrc.executors import ExecutorError

@@ -21,13 +21,15 @@ from nrc_companion.runner import RunReport, add_reproduce_arguments, reproduce
 pytest.importorskip("papermill")
 
 OK_BODY = '''\
-import json, os
+import json, os, sys
 from pathlib import Path
+heavy = sorted(m for m in ("torch", "pandas", "matplotlib", "seaborn", "scipy") if m in sys.modules)
 out = Path(os.environ["NRC_RESULTS_DIR"])
 out.mkdir(parents=True, exist_ok=True)
 env = {k: os.environ.get(k) for k in ("NRC_PROGRESS", "NRC_PROFILE", "NRC_CACHE_DIR", "NRC_RESULTS_DIR")}
 (out / "good.json").write_text(json.dumps({"epochs": epochs, "lr": lr, "tags": tags, "profile": profile,
-                                           "cwd": os.getcwd(), "env": env}))
+                                           "cwd": os.getcwd(), "env": env, "heavy": heavy,
+                                           "preload_env": os.environ.get("NRC_KERNEL_PRELOAD")}))
 print("good done", epochs)
 '''
 
@@ -106,6 +108,8 @@ def test_full_run_collects_failure_and_writes_status(repo, capsys):
     assert env["NRC_PROGRESS"] == "0" and env["NRC_PROFILE"] == "tiny"
     assert env["NRC_RESULTS_DIR"] == str((out / "results").resolve())
     assert env["NRC_CACHE_DIR"] == str((repo / ".nrc-cache").resolve())
+    # the kernel preloaded none of the libraries this notebook does not import, and left no trace
+    assert result["heavy"] == [] and result["preload_env"] is None
 
     # executed copies: both kept, parameters injected, the failed one holds the traceback
     good = nbformat.read(str(out / "good.ipynb"), as_version=4)
@@ -240,12 +244,37 @@ def test_bad_threads_argument_exits_2(repo, capsys):
     assert not (repo / "out").exists()
 
 
+def test_the_kernel_preloads_what_the_notebook_imports(tmp_path):
+    """``preload_for``: the modules of PRELOADED that a notebook's code cells import (``from a
+    import b`` names ``a.b``), magics skipped, a cell that does not parse ignored; an unreadable
+    notebook gets them all. Every notebook of the book preloads the set-ups and the plots, which
+    import torch, pandas, seaborn and matplotlib themselves (see the test below)."""
+    from nrc_companion.kernel import PRELOADED, preload_for
+
+    nb = write_notebook(tmp_path / "a.ipynb", None, "%matplotlib inline\nimport numpy as np",
+                        "x = 1\nfrom nrc_companion import plots, records as r\n!ls",
+                        "def f(:\n    import torch", "from . import seaborn\nimport IPython.display")
+    assert preload_for(nb) == ("numpy", "IPython.display", "nrc_companion.records", "nrc_companion.plots")
+    assert preload_for(write_notebook(tmp_path / "b.ipynb", "n: int = 1", "import json, nrc_companion")) == ()
+    assert preload_for(tmp_path / "missing.ipynb") == PRELOADED
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        wanted = preload_for(path)
+        assert {"nrc_companion.setups", "nrc_companion.plots"} <= set(wanted), path.name
+
+
 def test_the_runners_kernel_preloads_importable_modules():
-    """Every module the runner's kernel imports before it answers exists (a stale name would kill
-    every kernel at start-up)."""
-    import importlib
+    """Every module the runner's kernel may import before it answers exists (a stale name would
+    kill every kernel at start-up); in a fresh process, the set-ups and the plots, which every
+    notebook imports, bring the heavy libraries with them, so their kernels still start with them."""
+    import subprocess
+    import sys
 
     from nrc_companion.kernel import PRELOADED
 
-    for name in PRELOADED:
-        importlib.import_module(name)
+    code = ("import importlib, sys\nimport nrc_companion.setups, nrc_companion.plots\n"
+            "print(sorted(m for m in ('torch', 'pandas', 'seaborn', 'matplotlib.pyplot') if m in sys.modules))\n"
+            f"for m in {PRELOADED!r}:\n    importlib.import_module(m)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["['matplotlib.pyplot',", "'pandas',", "'seaborn',", "'torch']"]
