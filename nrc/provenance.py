@@ -9,9 +9,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
-__all__ = ["environment", "git_state"]
+__all__ = ["device_name", "environment", "git_state"]
 
 
 def git_state(root=None) -> tuple[str, bool | None]:
@@ -33,16 +31,25 @@ def git_state(root=None) -> tuple[str, bool | None]:
         return "unknown", None
 
 
-def _device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+def device_name() -> str:
+    """Where results are computed: the first CUDA GPU's name when torch sees one, else the CPU's
+    model and core count (also when torch is missing or its CUDA is broken)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - torch missing or broken CUDA: fall back to the CPU
+        pass
+    name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    return f"CPU: {name or 'unknown'} ({os.cpu_count()} cores)"
 
 
 def environment() -> dict:
@@ -54,6 +61,6 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             versions[pkg] = "not installed"
     commit, dirty = git_state()
-    return {"device": _device_name(), "python": sys.version.split()[0], "platform": platform.platform(),
+    return {"device": device_name(), "python": sys.version.split()[0], "platform": platform.platform(),
             "versions": versions, "commit": commit, "dirty": dirty,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Callable
 
 from .profiles import Profile, ProfileError, load_profile, notebook_parameters, validate_profile
-from nrc.provenance import git_state
+from nrc.provenance import device_name, git_state
 
 __all__ = ["reproduce", "RunReport", "NotebookRun", "add_reproduce_arguments",
            "run_reproduce", "choose_threads", "kernel_environment", "injected_parameters", "source_hash",
@@ -214,24 +214,6 @@ def _versions() -> dict[str, str]:
         except ImportError:
             pass
     return out
-
-
-def _device() -> str:
-    try:
-        import torch
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001 - torch missing or broken CUDA: fall back to the CPU
-        pass
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {name or 'unknown'} ({os.cpu_count()} cores)"
 
 
 def _now() -> str:
@@ -568,7 +550,7 @@ def reproduce(profile: Profile | str | os.PathLike = "smoke", *, only=None, note
                              f"valid names: {', '.join(names) or '(none)'}")
         names = [n for n in names if n in set(only)]
 
-    device = _device()
+    device = device_name()
     # Kernels run here unless a pool sends them elsewhere: refuse before anything is written.
     if pool is None and str(profile.device).startswith("cuda") and device.startswith("CPU"):
         raise ValueError(f"profile {profile.name!r} needs CUDA (device {profile.device!r}) but torch sees no "
