@@ -224,3 +224,41 @@ def test_kernel_paths_match_members_by_their_sweep_and_the_committed_tables_are_
         if "again" in rec["paths"]:
             assert rec["paths"]["again"]["bitwise_equal"], path.stem
         assert f"```{{include}} /benchmarks/kernel_paths/{path.stem}.md" in page
+
+
+def test_the_parallel_full_run_is_set_beside_the_published_run_at_its_commit():
+    """``full_run_parallel``: the committed record pairs the published run (its own status.json, to
+    the hundredth of a second) with a run of the documented parallel command at the same commit;
+    the table the book includes is the one the record gives, and the README quotes its minutes."""
+    import re
+
+    bench = _script("full_run_parallel")
+    res = json.loads((BENCH / "full_run_parallel.json").read_text())
+    status = json.loads((REPO / "book" / "published" / "status.json").read_text())
+    published, parallel = res["runs"]["published"], res["runs"]["parallel"]
+    assert published["commit"] == parallel["commit"] == status["commit"]
+    assert published["run_seconds"] == status["run_seconds"] and published["threads"] == status["threads"]
+    assert published["executor"] == "local" and parallel["executor"] == "ray" and parallel["threads"] == 1
+    assert [(r["notebook"], r["published_s"]) for r in res["notebooks"]] == \
+        [(e["name"], e["seconds"]) for e in status["notebooks"]]
+    assert (BENCH / "full_run_parallel.md").read_text() == bench.table(res)
+    page = (REPO / "book" / "performance.md").read_text()
+    assert res["command"] in page
+    if "no verdict moves" in page:
+        assert res["moved_verdicts"] == [], "performance.md says no verdict moves between the two runs"
+    readme = (REPO / "README.md").read_text()
+    quoted = re.search(r"two at a time[^*]*took \*\*([0-9]+) min\*\*", readme)
+    assert quoted and int(quoted.group(1)) == round(parallel["run_seconds"] / 60), "README lost or misquotes it"
+
+
+def test_the_parallel_comparison_refuses_runs_of_two_commits(tmp_path):
+    """Side by side means one commit: two runs of different commits are refused in one line."""
+    bench = _script("full_run_parallel")
+    for name, commit in (("a", "1" * 40), ("b", "2" * 40)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "status.json").write_text(json.dumps(
+            {"profile": "full", "finished": "x", "dirty": False, "commit": commit,
+             "notebooks": [{"name": "t1", "ok": True, "seconds": 1.0}]}))
+    with pytest.raises(ValueError, match="different commits .*side by side means one commit"):
+        bench.summarize(tmp_path / "a", tmp_path / "b")
+    assert bench.main([str(tmp_path / "a"), "--published", str(tmp_path / "b")]) == 2
