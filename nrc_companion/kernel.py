@@ -1,7 +1,8 @@
 """The notebook kernel that ``nrc reproduce`` starts: ipykernel, with the notebooks' libraries imported.
 
 ``python -m nrc_companion.kernel -f CONNECTION_FILE`` is ``python -m ipykernel_launcher -f
-CONNECTION_FILE`` after importing :data:`PRELOADED` into ``sys.modules``. Nothing enters the
+CONNECTION_FILE`` that imports :data:`PRELOADED` into ``sys.modules`` between binding its sockets
+and answering its first request. Nothing enters the
 notebook's namespace: a notebook still imports what it uses (the import then costs nothing) and
 runs the same under plain papermill or Jupyter.
 
@@ -76,22 +77,36 @@ def preload_for(notebook) -> tuple[str, ...]:
 
 
 def main() -> None:
-    """Import the modules in :data:`PRELOAD_ENV` (default :data:`PRELOADED`), then run ipykernel
-    with this process's command line."""
-    # As ipykernel_launcher does: the working directory (the notebooks' folder) leaves sys.path
-    # while the libraries load; ipykernel puts it back for the notebook.
-    if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
-        del sys.path[0]
+    """Start ipykernel with this process's command line, import the modules in :data:`PRELOAD_ENV`
+    (default :data:`PRELOADED`), then let the kernel answer.
+
+    The kernel binds the ports of its connection file first, as soon as it is launched: the kernel
+    manager chose them free, and another process (a second kernel, a Ray worker) may take one of
+    them in the seconds the imports last ("Address already in use", a kernel dead before it
+    answers). Until the kernel starts, a client waits for its reply, as for any kernel starting up.
+    """
+    from ipykernel.kernelapp import IPKernelApp
+
     # ipykernel makes the inline backend matplotlib's default only after start-up; matplotlib reads
     # MPLBACKEND once, when first imported, so the same default is set before the import.
     if not os.environ.get("MPLBACKEND"):
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     wanted = os.environ.pop(PRELOAD_ENV, None)  # the notebook's own environment as it would be
-    for name in PRELOADED if wanted is None else [m for m in wanted.split(",") if m]:
-        importlib.import_module(name)
-    from ipykernel import kernelapp
-
-    kernelapp.launch_new_instance()
+    # As ipykernel_launcher does: the working directory (the notebooks' folder) is not on sys.path
+    # when the kernel starts; ipykernel puts it back for the notebook (initialize), and it is left
+    # out again while the libraries load, so that no file of the notebooks' folder shadows them.
+    if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
+        del sys.path[0]
+    app = IPKernelApp.instance()
+    app.initialize()  # binds the sockets
+    notebook_path = list(sys.path)
+    sys.path[:] = [p for p in sys.path if p != "" and Path(p) != Path.cwd()]
+    try:
+        for name in PRELOADED if wanted is None else [m for m in wanted.split(",") if m]:
+            importlib.import_module(name)
+    finally:
+        sys.path[:] = notebook_path
+    app.start()
 
 
 if __name__ == "__main__":

@@ -262,6 +262,51 @@ def test_the_kernel_preloads_what_the_notebook_imports(tmp_path):
         assert {"nrc_companion.setups", "nrc_companion.plots"} <= set(wanted), path.name
 
 
+def test_the_kernel_binds_its_ports_before_it_preloads(tmp_path):
+    """The runner's kernel takes the ports of its connection file before its imports (which last
+    seconds): none of them is free while a preloaded module is still loading, so no other process
+    can take one in the meantime (the kernel would die with "Address already in use")."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from jupyter_client.connect import write_connection_file
+
+    from nrc_companion.kernel import PRELOAD_ENV
+
+    conn, info = write_connection_file(str(tmp_path / "kernel.json"), ip="127.0.0.1")
+    started, release = tmp_path / "started", tmp_path / "release"
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "slow_preload.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+        f"while not pathlib.Path({str(release)!r}).exists():\n    time.sleep(0.05)\n")
+    env = {**os.environ, PRELOAD_ENV: "slow_preload",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "mods"), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "nrc_companion.kernel", "-f", conn], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the preloaded module never started loading"
+            time.sleep(0.05)
+        free = []
+        for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", info[name]))
+                    free.append(name)
+                except OSError:
+                    pass
+        assert free == [], f"free while the kernel preloads: {free}"
+        release.touch()
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_the_runners_kernel_preloads_importable_modules():
     """Every module the runner's kernel may import before it answers exists (a stale name would
     kill every kernel at start-up); in a fresh process, the set-ups and the plots, which every
