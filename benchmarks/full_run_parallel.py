@@ -73,7 +73,8 @@ def summarize(parallel: Path, published: Path) -> dict:
                          f"{runs['published']['commit'][:10]}): side by side means one commit")
     cr = _compare_runs()
     changes = cr.compare_runs(published, parallel).set_index("notebook")
-    moved = cr.moved_verdicts(published, parallel)
+    old_v, new_v = cr._verdicts(published), cr._verdicts(parallel)  # read once, as compare_runs.report does
+    moved = cr._moved(old_v, new_v)
     times = {name: {e["name"]: e["seconds"] for e in s["notebooks"]} for name, s in runs.items()}
     rows = []
     for nb in times["published"]:
@@ -89,7 +90,7 @@ def summarize(parallel: Path, published: Path) -> dict:
                      "max_rel_change_values": num("max_rel_change_values"),
                      "value": "" if c is None else str(c["value"] or "")})
     return {"command": COMMAND, "runs": {k: _provenance(v) for k, v in runs.items()}, "notebooks": rows,
-            "verdicts": len(cr._verdicts(published)), "moved_verdicts": moved.to_dict("records")}
+            "verdicts": len(set(old_v) & set(new_v)), "moved_verdicts": moved.to_dict("records")}
 
 
 def _sig(x) -> str:

@@ -85,8 +85,6 @@ def main() -> None:
     them in the seconds the imports last ("Address already in use", a kernel dead before it
     answers). Until the kernel starts, a client waits for its reply, as for any kernel starting up.
     """
-    from ipykernel.kernelapp import IPKernelApp
-
     # ipykernel makes the inline backend matplotlib's default only after start-up; matplotlib reads
     # MPLBACKEND once, when first imported, so the same default is set before the import.
     if not os.environ.get("MPLBACKEND"):
@@ -97,6 +95,8 @@ def main() -> None:
     # out again while the libraries load, so that no file of the notebooks' folder shadows them.
     if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
         del sys.path[0]
+    from ipykernel.kernelapp import IPKernelApp
+
     app = IPKernelApp.instance()
     app.initialize()  # binds the sockets
     notebook_path = list(sys.path)
